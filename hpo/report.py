@@ -1,0 +1,203 @@
+"""Writes results/<study>/report/ (trials.csv, epochs.csv, study.json) while a
+study runs: a Ray Tune callback in the driver that keeps every trial's epochs
+and rewrites the report whenever a trial finishes. Format: docs/report-format.md.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+from ray import tune
+
+from hpo.study import METRICS, Study
+
+HIGHER_IS_BETTER = {m: m.endswith("_acc") or m == "samples_per_s" for m in METRICS}
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def versions() -> dict:
+    found = {"python": platform.python_version()}
+    for package in ("torch", "torchvision", "ray", "optuna", "pandas"):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def hardware() -> dict:
+    import torch
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(), "gpus": gpus}
+
+
+def read_result_files(experiment_path: Path) -> dict[str, dict[int, dict]]:
+    """Epochs already reported by an earlier run of this experiment (for --resume)."""
+    history: dict[str, dict[int, dict]] = {}
+    for path in Path(experiment_path).glob("*/result.json"):
+        for line in path.read_text().splitlines():
+            try:
+                result = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short when the driver was killed
+            if "epoch" in result and "trial_id" in result and result.get("train_loss") is not None:
+                history.setdefault(result["trial_id"], {})[int(result["epoch"])] = result
+    return history
+
+
+def error_line(trial) -> str:
+    if trial.error_file and os.path.exists(trial.error_file):
+        lines = [l.strip() for l in Path(trial.error_file).read_text(errors="replace").splitlines() if l.strip()]
+        return lines[-1] if lines else "failed"
+    return (trial.last_result or {}).get("error") or ""
+
+
+def outcome(trial, epochs: dict[int, dict], max_epochs: int) -> str:
+    last = epochs[max(epochs)] if epochs else {}
+    if trial.status == "ERROR" or (trial.last_result or {}).get("error"):
+        return "failed"
+    if last.get("diverged"):
+        return "diverged"
+    if trial.status == "TERMINATED":
+        return "completed" if len(epochs) >= max_epochs else "stopped_early"
+    return "running" if trial.status in ("RUNNING", "PAUSED") or epochs else "pending"
+
+
+class ReportWriter(tune.Callback):
+    """Keeps the report of one study current while Ray Tune runs it."""
+
+    def __init__(self, study: Study, study_dir: Path, experiment_path: str, meta: dict, quiet: bool = False):
+        self.study, self.study_dir, self.experiment_path = study, Path(study_dir), experiment_path
+        self.meta = {**meta, "started": meta.get("started") or now(), "ended": None}
+        self.quiet = quiet
+        self.history: dict[str, dict[int, dict]] = {}
+        self.trials: list = []
+        self.best: float | None = None
+        self.last_write = 0.0
+
+    @property
+    def report_dir(self) -> Path:
+        return self.study_dir / "report"
+
+    def setup(self, **info):
+        if os.path.isdir(self.experiment_path):  # resuming: keep what the earlier run reported
+            self.history = read_result_files(Path(self.experiment_path))
+        self.meta["ended"] = None
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.trials = trials
+        if result.get("train_loss") is None:
+            return  # a failure record (e.g. out of memory), not an epoch
+        self.history.setdefault(trial.trial_id, {})[int(result["epoch"])] = dict(result)
+        value = result.get(self.study.metric)
+        if value is not None and math.isfinite(value):
+            better = max if self.study.mode == "max" else min
+            self.best = value if self.best is None else better(self.best, value)
+        if not self.quiet:
+            done = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
+            metric = self.study.metric
+            print(f"[{done}/{len(trials)} trials done] {trial.trial_id} epoch {result['epoch']}/{self.study.epochs}"
+                  f"  {metric} {fmt(value)}  best {fmt(self.best)}  ({result.get('epoch_time_s', 0):.1f} s/epoch)",
+                  flush=True)
+        if time.monotonic() - self.last_write > 10:  # so a killed driver still leaves a recent report
+            self.write()
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.trials = trials
+        self.write()
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.trials = trials
+        if not self.quiet:
+            print(f"trial {trial.trial_id} failed: {error_line(trial)}", flush=True)
+        self.write()
+
+    def on_experiment_end(self, trials, **info):
+        self.trials = trials
+        self.meta["ended"] = now()
+        self.write()
+
+    # -- the files ----------------------------------------------------------
+    def write(self) -> None:
+        self.last_write = time.monotonic()
+        self.report_dir.mkdir(parents=True, exist_ok=True)
+        trials, epochs = self.tables()
+        for name, frame in (("trials.csv", trials), ("epochs.csv", epochs)):
+            tmp = self.report_dir / (name + ".tmp")
+            frame.to_csv(tmp, index=False)
+            os.replace(tmp, self.report_dir / name)  # a reader never sees half a file
+        counts = trials["outcome"].value_counts().to_dict() if len(trials) else {}
+        summary = {"total": len(trials), **{k: int(counts.get(k, 0)) for k in
+                   ("completed", "stopped_early", "diverged", "failed", "running", "pending")}}
+        document = {"study": self.study.to_json(), "varied_keys": self.study.varied_keys(), **self.meta,
+                    "experiment_path": str(self.experiment_path), "trials": summary,
+                    "versions": versions(), "hardware": hardware()}
+        tmp = self.report_dir / "study.json.tmp"
+        tmp.write_text(json.dumps(document, indent=2, default=str))
+        os.replace(tmp, self.report_dir / "study.json")
+
+    def config_columns(self, config: dict) -> dict:
+        config = {k: v for k, v in config.items() if not k.startswith("__")}
+        config.setdefault("model", self.study.model)
+        config.setdefault("dataset", self.study.dataset)
+        return {f"config/{k}": v for k, v in config.items() if k != "seed"}
+
+    def tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        trial_rows, epoch_rows = [], []
+        for trial in self.trials:
+            epochs = self.history.get(trial.trial_id, {})
+            config = self.config_columns(trial.config)
+            seed = trial.config.get("seed", trial.config.get("__trial_index__", 0))
+            row = {"trial_id": trial.trial_id, "status": trial.status,
+                   "outcome": outcome(trial, epochs, self.study.epochs), **config, "seed": seed,
+                   "epochs_run": len(epochs)}
+            frame = pd.DataFrame([epochs[e] for e in sorted(epochs)])
+            for metric in METRICS:
+                values = frame[metric] if metric in frame else pd.Series(dtype=float)
+                row[f"final_{metric}"] = values.iloc[-1] if len(values) else math.nan
+                if metric != "lr":
+                    best = values.max() if HIGHER_IS_BETTER[metric] else values.min()
+                    row[f"best_{metric}"] = best if len(values) else math.nan
+            row["best_epoch"], row["test_acc_at_best"], row["test_loss_at_best"] = self.best_epoch(frame)
+            last = epochs[max(epochs)] if epochs else (trial.last_result or {})
+            row["params"] = last.get("params", math.nan)
+            row["time_s"] = frame["epoch_time_s"].sum() if "epoch_time_s" in frame else 0.0
+            row["node"] = last.get("node", "")
+            row["error"] = error_line(trial) if row["outcome"] in ("failed", "diverged") else ""
+            if row["outcome"] == "diverged" and not row["error"]:
+                row["error"] = f"diverged: train_loss became {last.get('train_loss')} at epoch {last.get('epoch')}"
+            trial_rows.append(row)
+            for e in sorted(epochs):
+                result = epochs[e]
+                epoch_rows.append({"trial_id": trial.trial_id, "seed": seed, **config, "epoch": e,
+                                   **{m: result.get(m, math.nan) for m in METRICS}})
+        return pd.DataFrame(trial_rows), pd.DataFrame(epoch_rows)
+
+    def best_epoch(self, frame: pd.DataFrame):
+        metric = self.study.metric
+        if metric not in frame or frame[metric].isna().all():
+            return math.nan, math.nan, math.nan
+        i = frame[metric].idxmax() if self.study.mode == "max" else frame[metric].idxmin()
+        return int(frame.loc[i, "epoch"]), frame.loc[i, "test_acc"], frame.loc[i, "test_loss"]
+
+
+def fmt(value) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return f"{value:.4f}"
+
+
+def command_line() -> str:
+    return " ".join(["python -m hpo.run", *sys.argv[1:]])

@@ -1,0 +1,249 @@
+"""python -m hpo.run STUDY.py [options]: run a study as a Ray Tune experiment.
+
+Locally it starts an embedded Ray on 127.0.0.1; with --address (or inside
+`ray job submit`) it joins that cluster. Results: <results>/<study>/experiment
+(Ray's experiment directory) and <results>/<study>/report (see docs/report-format.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import os
+import runpy
+import shutil
+import sys
+import traceback
+from pathlib import Path
+
+from hpo.errors import HpoError
+
+SMOKE_EPOCHS, SMOKE_TRIALS, SMOKE_TRAIN, SMOKE_EVAL = 2, 4, 2048, 1024
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m hpo.run", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("study", help="a study file, e.g. studies/mnist_batchsize.py")
+    p.add_argument("--results", default="results", help="where results go (default ./results)")
+    p.add_argument("--data-dir", help="where datasets are looked up first")
+    p.add_argument("--smoke", action="store_true",
+                   help=f"quick check: at most {SMOKE_EPOCHS} epochs, {SMOKE_TRIALS} trials, "
+                        f"{SMOKE_TRAIN} training and {SMOKE_EVAL} validation/test images per trial")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted study (Tuner.restore)")
+    p.add_argument("--overwrite", action="store_true", help="delete the study's earlier results first")
+    p.add_argument("--address", help="join a running Ray cluster (e.g. 127.0.0.1:6379 or auto)")
+    p.add_argument("--storage", help="shared storage for a cluster: a path every node sees, or s3://...")
+    p.add_argument("--gpus-per-trial", type=float,
+                   help="GPUs per trial; fractions pack trials onto one GPU (default 0.25 where GPUs exist, else 0)")
+    p.add_argument("--cpus-per-trial", type=float, default=1, help="CPUs per trial (default 1)")
+    p.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
+    p.add_argument("--max-failures", type=int, default=2,
+                   help="retries of a trial that fails (a lost node, a crash) from its last checkpoint (default 2)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a study field or a space key, e.g. --set dataset=fashion_mnist --set epochs=3")
+    p.add_argument("--no-analysis", action="store_true", help="skip python -m analysis at the end")
+    return p.parse_args(argv)
+
+
+def parse_value(text: str):
+    """'0.01' -> 0.01, 'True' -> True, '[1, 2]' -> [1, 2]; anything else stays a string."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def parse_set(items: list[str]) -> dict:
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise HpoError(f"--set {item!r}: expected KEY=VALUE, e.g. --set lr=0.001 or --set dataset=fashion_mnist.")
+        overrides[key.strip()] = parse_value(value.strip())
+    return overrides
+
+
+def load_study(path: str):
+    """Execute a study file and return its `study` (an hpo.Study)."""
+    from hpo.study import Study
+
+    file = Path(path)
+    if not file.is_file():
+        raise HpoError(f"Study file {path} does not exist. Study files live in studies/, e.g. studies/mnist_batchsize.py.")
+    try:
+        namespace = runpy.run_path(str(file))
+    except SyntaxError as e:
+        raise HpoError(f"{path}, line {e.lineno}: syntax error: {e.msg}.\n    {(e.text or '').strip()}") from None
+    except HpoError as e:
+        raise HpoError(f"{path}: {e}") from None
+    except Exception as e:
+        frames = [f for f in traceback.extract_tb(e.__traceback__) if Path(f.filename).resolve() == file.resolve()]
+        where = f", line {frames[-1].lineno}" if frames else ""
+        raise HpoError(f"{path}{where}: {type(e).__name__}: {e}") from None
+    study = namespace.get("study")
+    if study is None:
+        raise HpoError(f"{path} defines no variable named 'study'. A study file ends with "
+                       "`study = Study(name=..., dataset=..., model=..., space={...})`.")
+    if not isinstance(study, Study):
+        raise HpoError(f"{path}: 'study' is a {type(study).__name__}, not an hpo.Study.")
+    if not study.description and namespace.get("__doc__"):
+        study.description = namespace["__doc__"].strip()
+    return study
+
+
+def smoke(study):
+    """The same study, shrunk to a quick check of the whole pipeline."""
+    space = dict(study.space)
+    grids = {k: list(v["grid_search"]) for k, v in space.items() if isinstance(v, dict) and "grid_search" in v}
+    while study.search == "grid" and grids and len(list(_product(grids))) > SMOKE_TRIALS:
+        longest = max(grids, key=lambda k: len(grids[k]))
+        grids[longest].pop()  # keep the first values: the smoke study still varies what the study varies
+    space.update({k: {"grid_search": v} for k, v in grids.items()})
+    samples = 1 if study.search == "grid" else min(study.num_samples, SMOKE_TRIALS)
+    return dataclasses.replace(study, space=space, epochs=min(study.epochs, SMOKE_EPOCHS), num_samples=samples,
+                               seeds=1, grace_period=1)
+
+
+def _product(grids):
+    import itertools
+    return itertools.product(*grids.values())
+
+
+def prepare_study_dir(study_dir: Path, args) -> None:
+    experiment = study_dir / "experiment"
+    if args.resume and args.overwrite:
+        raise HpoError("--resume and --overwrite contradict each other: choose one.")
+    if args.resume:
+        if not (experiment / "tuner.pkl").exists():
+            raise HpoError(f"--resume: {experiment} holds no interrupted study to continue. Run without --resume.")
+        return
+    if study_dir.exists() and any(study_dir.iterdir()):
+        if not args.overwrite:
+            raise HpoError(f"Results for this study already exist in {study_dir}. Add --resume to continue it, "
+                           f"--overwrite to delete them and start again, or --results DIR to write elsewhere.")
+        shutil.rmtree(study_dir)
+
+
+def cluster_address(args) -> str | None:
+    return args.address or os.environ.get("RAY_ADDRESS")
+
+
+def set_ray_environment(args) -> None:
+    """Must run before Ray is first imported (study files import it too)."""
+    if not cluster_address(args):
+        # Read by Ray when it is imported: keeps GCS, raylet, dashboard and workers on
+        # loopback (shared/RAY_NOTES.md). Local studies open no ports to the network.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
+
+def start_ray(args):
+    """Join the given cluster, or start an embedded Ray that listens on 127.0.0.1 only."""
+    import ray
+    address = cluster_address(args)
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+    return ray
+
+
+def build_tuner(study, args, study_dir: Path, experiment_path: str, storage_path: str):
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search import Repeater
+    from ray.tune.search.optuna import OptunaSearch
+    import optuna
+
+    from hpo.report import ReportWriter, command_line
+    from hpo.trainable import RunSettings, tune_trainable
+
+    settings = RunSettings(study.dataset, study.model, study.epochs, args.data_dir and str(Path(args.data_dir).resolve()),
+                           SMOKE_TRAIN if args.smoke else None, SMOKE_EVAL if args.smoke else None)
+    gpus = args.gpus_per_trial
+    if gpus is None:
+        gpus = 0.25 if ray.cluster_resources().get("GPU", 0) > 0 else 0
+    trainable = tune.with_resources(tune.with_parameters(tune_trainable, settings=settings),
+                                    {"cpu": args.cpus_per_trial, "gpu": gpus})
+    space = dict(study.space)
+    num_samples, search_alg = study.num_samples, None
+    if study.search == "grid":
+        if study.seeds > 1 and "seed" not in space:
+            space["seed"] = tune.grid_search(list(range(study.seeds)))
+    else:
+        sampler = (optuna.samplers.TPESampler(seed=0) if study.search == "optuna"
+                   else optuna.samplers.RandomSampler(seed=0))
+        search_alg = OptunaSearch(sampler=sampler)
+        if study.seeds > 1:  # every sampled configuration is run `seeds` times, seed = repeat index
+            search_alg = Repeater(search_alg, repeat=study.seeds, set_index=True)
+            num_samples *= study.seeds
+    scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=study.epochs, grace_period=study.grace_period,
+                               reduction_factor=study.reduction_factor)
+                 if study.scheduler == "asha" else FIFOScheduler())
+    meta = {"study_file": args.study, "command": command_line(), "smoke": args.smoke}
+    writer = ReportWriter(study, study_dir, experiment_path, meta)
+    run_config = tune.RunConfig(
+        name="experiment", storage_path=storage_path, callbacks=[writer], verbose=0,
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        failure_config=tune.FailureConfig(max_failures=args.max_failures))
+    tune_config = tune.TuneConfig(metric=study.metric, mode=study.mode, search_alg=search_alg, scheduler=scheduler,
+                                  num_samples=num_samples, max_concurrent_trials=args.max_concurrent,
+                                  reuse_actors=True)
+    if args.resume:
+        return tune.Tuner.restore(experiment_path, trainable=trainable, resume_unfinished=True)
+    return tune.Tuner(trainable, param_space=space, tune_config=tune_config, run_config=run_config)
+
+
+def run(args) -> Path:
+    set_ray_environment(args)
+    study = load_study(args.study)
+    study = study.with_overrides(parse_set(args.set))
+    if args.smoke:
+        study = smoke(study)
+    if args.storage and "://" in args.storage:
+        study_dir = Path(args.results) / study.name
+        storage_path = f"{args.storage.rstrip('/')}/{study.name}"
+    else:
+        study_dir = Path(args.storage or args.results).resolve() / study.name
+        storage_path = str(study_dir)
+    experiment_path = f"{storage_path}/experiment"
+    prepare_study_dir(study_dir, args)
+    print(f"Study {study.name}: {study.num_trials()} trials of at most {study.epochs} epochs "
+          f"({study.search} search, {study.scheduler} scheduler) -> {study_dir}", flush=True)
+    start_ray(args)
+    tuner = build_tuner(study, args, study_dir, experiment_path, storage_path)
+    try:
+        tuner.fit()
+    except KeyboardInterrupt:
+        print(f"\nStopped. The report has what finished: {study_dir / 'report'}\n"
+              f"Continue with: python -m hpo.run {args.study} --resume" + _repeat_options(args), flush=True)
+        raise SystemExit(130)
+    if not args.no_analysis:
+        from analysis import analyse
+        analyse(study_dir)
+    print(f"Done. Report: {study_dir / 'report'}", flush=True)
+    return study_dir
+
+
+def _repeat_options(args) -> str:
+    options = [f"--results {args.results}"] if args.results != "results" else []
+    options += [f"--storage {args.storage}"] if args.storage else []
+    options += [f"--set {s}" for s in args.set] + (["--smoke"] if args.smoke else [])
+    return "".join(" " + o for o in options)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        run(args)
+    except HpoError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,245 @@
+"""The definition of one study, validated when it is constructed.
+
+A study file under `studies/` builds one `Study(...)` and names it `study`.
+Everything that can be wrong with it is found here, before Ray starts, and
+reported as an `HpoError` that names the field and the allowed values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from hpo.errors import HpoError
+
+
+def _sample():
+    """Ray Tune's sampler classes, imported late: hpo.run sets Ray's environment
+    before Ray is first imported, and the trainable runs where Ray is absent."""
+    from ray.tune.search import sample
+    return sample
+
+DATASETS = ("mnist", "fashion_mnist", "cifar10")
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+SEARCHES = ("grid", "random", "optuna")
+SCHEDULERS = ("fifo", "asha")
+# Reported by the trainable every epoch (docs/report-format.md).
+METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
+           "epoch_time_s", "samples_per_s", "lr")
+
+
+def _positive(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+
+
+def _positive_int(v):
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
+def _non_negative(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
+
+
+# Space keys the trainable itself understands: default, check, what is allowed.
+# Model options (dropout, feature_maps, activation, downsample, feature_size...)
+# come from hpo.models.model_options for the study's model.
+TRAINABLE_KEYS: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
+    "lr": (0.01, _positive, "a number > 0"),
+    "batch_size": (64, _positive_int, "an integer > 0"),
+    "optimizer": ("sgd", lambda v: v in OPTIMIZERS, "one of " + ", ".join(OPTIMIZERS)),
+    "momentum": (0.0, lambda v: _non_negative(v) and v < 1, "a number in [0, 1)"),
+    "weight_decay": (0.0, _non_negative, "a number >= 0"),
+    "lr_gamma": (1.0, lambda v: _positive(v) and v <= 1, "a number in (0, 1] (StepLR gamma per epoch)"),
+    "augment": (False, lambda v: isinstance(v, bool), "True or False (random crop + flip)"),
+    "resize": (None, lambda v: v is None or _positive_int(v), "None or an integer > 0 (pixels)"),
+    "permute_pixels": (False, lambda v: isinstance(v, bool), "True or False"),
+    "val_fraction": (1 / 6, lambda v: _positive(v) and v < 1, "a number in (0, 1)"),
+    "amp": (False, lambda v: isinstance(v, bool), "True or False (mixed precision on a GPU)"),
+    "seed": (0, lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "an integer >= 0"),
+    "model": (None, lambda v: isinstance(v, str), "a model name (see hpo.models)"),
+}
+
+
+# Names people write for the trainable's keys (seed 003 says "learning rate").
+ALIASES = {"learning_rate": "lr", "learningrate": "lr", "bs": "batch_size", "batchsize": "batch_size",
+           "optim": "optimizer", "wd": "weight_decay", "l2": "weight_decay", "gamma": "lr_gamma"}
+
+
+def suggest(name: str, allowed) -> str:
+    if ALIASES.get(str(name).lower()) in allowed:
+        return f" Did you mean '{ALIASES[str(name).lower()]}'?"
+    close = difflib.get_close_matches(str(name), [str(a) for a in allowed], n=1)
+    return f" Did you mean '{close[0]}'?" if close else ""
+
+
+def possible_values(value) -> list | None:
+    """The values a space entry can take, or None for a continuous range."""
+    if isinstance(value, dict) and set(value) == {"grid_search"}:
+        return list(value["grid_search"])
+    sample = _sample()
+    if isinstance(value, sample.Categorical):
+        return list(value.categories)
+    if isinstance(value, sample.Domain):
+        return None
+    return [value]
+
+
+def is_varied(value) -> bool:
+    values = possible_values(value)
+    return values is None or len(values) > 1
+
+
+def describe(value) -> Any:
+    """A JSON-friendly description of a space entry (for study.json)."""
+    if isinstance(value, dict) and set(value) == {"grid_search"}:
+        return {"grid_search": list(value["grid_search"])}
+    sample = _sample()
+    if isinstance(value, sample.Categorical):
+        return {"choice": list(value.categories)}
+    if isinstance(value, (sample.Float, sample.Integer)):
+        sampler = type(value.get_sampler()).__name__.lower()
+        kind = "loguniform" if "log" in sampler else ("randint" if isinstance(value, sample.Integer) else "uniform")
+        return {kind: [value.lower, value.upper]}
+    if isinstance(value, sample.Domain):
+        return {"sampler": repr(value)}
+    return value
+
+
+@dataclass
+class Study:
+    """One study: dataset, architecture, Ray Tune search space, budget.
+
+    See README "The study file" for every field and space key.
+    """
+
+    name: str
+    dataset: str
+    model: str
+    space: dict = field(default_factory=dict)
+    epochs: int = 10
+    metric: str = "val_acc"
+    mode: str = "max"
+    search: str = "grid"
+    scheduler: str = "fifo"
+    num_samples: int = 1
+    seeds: int = 1
+    grace_period: int = 1          # ASHA: epochs every trial runs before it can be stopped
+    reduction_factor: int = 3      # ASHA: 1/reduction_factor of trials survive each rung
+    description: str = ""          # filled from the study file's docstring when empty
+
+    def __post_init__(self):
+        self.validate()
+
+    # -- validation ---------------------------------------------------------
+    def validate(self) -> None:
+        def fail(field_name, message):
+            raise HpoError(f"Study '{self.name}': field '{field_name}' {message}")
+
+        if not isinstance(self.name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", self.name):
+            raise HpoError(f"Study field 'name' must be a non-empty folder name of letters, digits, '_', '-', '.'; got {self.name!r}.")
+        self._check_choice("dataset", self.dataset, DATASETS)
+        self._check_choice("search", self.search, SEARCHES)
+        self._check_choice("scheduler", self.scheduler, SCHEDULERS)
+        self._check_choice("metric", self.metric, METRICS)
+        self._check_choice("mode", self.mode, ("min", "max"))
+        for name in ("epochs", "num_samples", "seeds", "grace_period", "reduction_factor"):
+            if not _positive_int(getattr(self, name)):
+                fail(name, f"must be an integer > 0; got {getattr(self, name)!r}.")
+        if not isinstance(self.space, dict):
+            fail("space", f"must be a dict of space keys to constants or tune.* samplers; got {type(self.space).__name__}.")
+
+        from hpo.models import check_model_name, model_options
+
+        models = self.models()
+        for m in models:
+            try:
+                check_model_name(m)
+            except HpoError as e:
+                raise HpoError(f"Study '{self.name}': field 'model': {e}") from None
+        allowed = dict(TRAINABLE_KEYS)
+        model_keys = [set(model_options(m)) for m in models]
+        for key, value in self.space.items():
+            if key in allowed:
+                self._check_values(key, value, *allowed[key][1:])
+                continue
+            missing = [m for m, keys in zip(models, model_keys) if key not in keys]
+            if missing:
+                known = sorted(set(allowed).union(*model_keys))
+                options = " ".join(f"Model '{m}' takes: {', '.join(sorted(model_options(m))) or 'no options'}."
+                                   for m in models)
+                raise HpoError(
+                    f"Study '{self.name}': unknown space key '{key}'.{suggest(key, known)} The trainable "
+                    f"takes: {', '.join(sorted(allowed))}. {options}")
+        if self.search == "optuna" and any(isinstance(v, dict) and "grid_search" in v for v in self.space.values()):
+            fail("search", "is 'optuna', which cannot search a tune.grid_search: use tune.choice([...]) "
+                 "for Optuna, or search='grid'.")
+        if self.search in ("random", "optuna") and not any(is_varied(v) for v in self.space.values()):
+            fail("search", f"is '{self.search}' but the space has nothing to search (only constants): "
+                 "use tune.uniform/loguniform/choice/randint, or search='grid'.")
+
+    def _check_choice(self, name, value, allowed):
+        if value not in allowed:
+            raise HpoError(f"Study '{self.name}': field '{name}' is {value!r}; allowed: "
+                           f"{', '.join(allowed)}.{suggest(value, allowed)}")
+
+    def _check_values(self, key, value, check, allowed_text):
+        if isinstance(value, dict) and set(value) == {"grid_search"} and not value["grid_search"]:
+            raise HpoError(f"Study '{self.name}': space key '{key}' is an empty tune.grid_search([]): "
+                           "the grid would have no trials. Give at least one value.")
+        values = possible_values(value)
+        if values is None:  # a numeric range: check its bounds
+            values = [b for b in (getattr(value, "lower", None), getattr(value, "upper", None)) if b is not None]
+            if isinstance(value, _sample().Integer):
+                values = [value.lower, value.upper - 1]  # randint's upper bound is exclusive
+        for v in values:
+            if not check(v):
+                raise HpoError(f"Study '{self.name}': space key '{key}' has value {v!r}; it must be {allowed_text}.")
+
+    # -- what the runner needs ------------------------------------------------
+    def models(self) -> list[str]:
+        values = possible_values(self.space.get("model", self.model))
+        if values is None:
+            raise HpoError(f"Study '{self.name}': space key 'model' must be a constant, "
+                           "tune.grid_search([...]) or tune.choice([...]) of model names.")
+        return values
+
+    def varied_keys(self) -> list[str]:
+        return [k for k, v in self.space.items() if is_varied(v) and k != "seed"]
+
+    def grid_size(self) -> int:
+        sizes = [len(v["grid_search"]) for v in self.space.values() if isinstance(v, dict) and "grid_search" in v]
+        return math.prod(sizes) if sizes else 1
+
+    def num_trials(self) -> int:
+        per_config = self.grid_size() if self.search == "grid" else 1
+        return per_config * self.num_samples * self.seeds
+
+    def to_json(self) -> dict:
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data["space"] = {k: describe(v) for k, v in self.space.items()}
+        return data
+
+    def with_overrides(self, overrides: dict[str, Any]) -> "Study":
+        """A copy with `--set key=value` overrides applied (a field or a space key)."""
+        fields = {f.name for f in dataclasses.fields(self)}
+        changes, space = {}, dict(self.space)
+        for key, value in overrides.items():
+            if key in fields and key != "space":
+                current = getattr(self, key)
+                if isinstance(current, int) and not isinstance(current, bool):
+                    if not (isinstance(value, int) and not isinstance(value, bool)):
+                        raise HpoError(f"--set {key}={value!r}: '{key}' must be an integer.")
+                elif isinstance(current, str) and not isinstance(value, str):
+                    value = str(value)
+                changes[key] = value
+            else:
+                space[key] = value  # validated below like any space key
+        try:
+            return dataclasses.replace(self, space=space, **changes)
+        except HpoError as e:
+            raise HpoError(f"--set: {e}") from None
+

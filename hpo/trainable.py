@@ -1,0 +1,259 @@
+"""The one trainable: builds data, model and optimizer from a trial's config,
+trains, and reports the contract metrics once per epoch.
+
+`train_epochs` is plain PyTorch (no Ray), so it can be run, benchmarked and
+debugged alone:  python -m hpo.trainable --dataset fashion_mnist --model lenet5 --set lr=0.001
+`tune_trainable` wraps it for Ray Tune: it checkpoints every epoch, so ASHA can
+pause a trial and a failed trial restarts from its last epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+
+from hpo.errors import HpoError
+from hpo.study import TRAINABLE_KEYS
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What is the same for every trial of one run (the config is what varies)."""
+
+    dataset: str
+    model: str
+    epochs: int
+    data_dir: str | None = None
+    max_train: int | None = None  # --smoke caps the images per trial
+    max_eval: int | None = None
+
+
+def trial_options(config: dict) -> tuple[dict, dict]:
+    """Split a trial config into the trainable's keys (with defaults) and the model's options."""
+    options = {k: v for k, v in config.items() if k not in TRAINABLE_KEYS and not k.startswith("__")}
+    keys = {k: config.get(k, default) for k, (default, _, _) in TRAINABLE_KEYS.items()}
+    if "seed" not in config and "__trial_index__" in config:  # repeats made by tune.search.Repeater
+        keys["seed"] = config["__trial_index__"]
+    return keys, options
+
+
+def make_optimizer(name: str, params, lr: float, momentum: float, weight_decay: float):
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    raise HpoError(f"Unknown optimizer {name!r}; allowed: sgd, adam, adamw, rmsprop.")
+
+
+class Trial:
+    """Data, model and optimizer of one trial, built from its config."""
+
+    def __init__(self, config: dict, settings: RunSettings, device: str | None = None):
+        from hpo.data import DATASETS, load_data, pixel_permutation
+        from hpo.models import build_model
+
+        self.config, self.settings = dict(config), settings
+        self.keys, model_options = trial_options(config)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        k = self.keys
+        torch.manual_seed(k["seed"])
+        self.generator = torch.Generator(device=self.device).manual_seed(k["seed"])
+        self.data = load_data(settings.dataset, data_dir=settings.data_dir, val_fraction=k["val_fraction"],
+                              device=self.device, max_train=settings.max_train, max_eval=settings.max_eval)
+        info = DATASETS[settings.dataset]
+        self.permutation = (pixel_permutation(info.size * info.size, device=self.device)
+                            if k["permute_pixels"] else None)
+        self.model_name = k["model"] or settings.model
+        self.model = build_model(self.model_name, in_channels=info.channels, num_classes=info.num_classes,
+                                 image_size=k["resize"] or info.size, **model_options).to(self.device)
+        self.optimizer = make_optimizer(k["optimizer"], self.model.parameters(), k["lr"], k["momentum"],
+                                        k["weight_decay"])
+        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=1, gamma=k["lr_gamma"])
+        # Mixed precision only pays (and only exists in fp16 form) on a GPU.
+        self.amp = bool(k["amp"]) and self.device.type == "cuda"
+        self.epoch = 0
+
+    def batches(self, split, train: bool):
+        k = self.keys
+        batch_size = k["batch_size"] if train else max(k["batch_size"], 1000 if not k["resize"] else 64)
+        return split.batches(batch_size, shuffle=train, generator=self.generator if train else None,
+                             augment=train and k["augment"], resize=k["resize"], permutation=self.permutation)
+
+    def train_one_epoch(self) -> dict:
+        self.model.train()
+        total_loss = correct = seen = 0
+        start = time.perf_counter()
+        for x, y in self.batches(self.data.train, train=True):
+            with torch.autocast(self.device.type, enabled=self.amp):
+                out = self.model(x)
+                loss = F.cross_entropy(out, y)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            # Sums stay on the device: no per-batch sync with the host.
+            total_loss = total_loss + loss.detach() * len(y)
+            correct = correct + (out.argmax(1) == y).sum()
+            seen += len(y)
+        total_loss, correct = float(total_loss), int(correct)
+        train_time = time.perf_counter() - start
+        return {"train_loss": total_loss / seen, "train_acc": correct / seen,
+                "samples_per_s": seen / train_time}
+
+    @torch.no_grad()
+    def evaluate(self, split) -> tuple[float, float]:
+        if len(split) == 0:
+            return math.nan, math.nan
+        self.model.eval()
+        total_loss = correct = 0
+        for x, y in self.batches(split, train=False):
+            with torch.autocast(self.device.type, enabled=self.amp):
+                out = self.model(x)
+            total_loss = total_loss + F.cross_entropy(out.float(), y, reduction="sum")
+            correct = correct + (out.argmax(1) == y).sum()
+        return float(total_loss) / len(split), int(correct) / len(split)
+
+    def run_epoch(self) -> dict:
+        start = time.perf_counter()
+        lr = self.optimizer.param_groups[0]["lr"]
+        metrics = self.train_one_epoch()
+        self.scheduler.step()
+        metrics["val_loss"], metrics["val_acc"] = self.evaluate(self.data.val)
+        metrics["test_loss"], metrics["test_acc"] = self.evaluate(self.data.test)
+        self.epoch += 1
+        metrics.update(epoch=self.epoch, lr=lr, epoch_time_s=time.perf_counter() - start)
+        if not math.isfinite(metrics["train_loss"]):
+            metrics["diverged"] = True
+        return metrics
+
+    def state(self) -> dict:
+        return {"epoch": self.epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "generator": self.generator.get_state(),
+                "torch_rng": torch.get_rng_state(), "config": self.config, "settings": asdict(self.settings)}
+
+    def load_state(self, state: dict) -> None:
+        self.epoch = state["epoch"]
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+
+    def params(self) -> int:
+        from hpo.models import count_params
+        return count_params(self.model)
+
+
+def train_epochs(config: dict, settings: RunSettings, state: dict | None = None,
+                 device: str | None = None) -> Iterator[tuple[dict, Trial]]:
+    """Yield (metrics, trial) after every epoch; stops after a diverged epoch."""
+    trial = Trial(config, settings, device)
+    if state is not None:
+        trial.load_state(state)
+    params = trial.params()
+    while trial.epoch < settings.epochs:
+        metrics = trial.run_epoch()
+        metrics["params"] = params
+        yield metrics, trial
+        if metrics.get("diverged"):
+            return
+
+
+def out_of_memory(error: BaseException) -> bool:
+    return isinstance(error, (torch.OutOfMemoryError, MemoryError))
+
+
+def tune_trainable(config: dict, settings: RunSettings) -> None:
+    """The Ray Tune function trainable (see tune.with_parameters in hpo.run)."""
+    from ray import tune
+
+    checkpoint = tune.get_checkpoint()
+    state = None
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            state = torch.load(Path(d) / "state.pt", map_location="cpu", weights_only=False)
+    try:
+        for metrics, trial in train_epochs(config, settings, state):
+            metrics["node"] = _node_id()
+            with tempfile.TemporaryDirectory() as d:
+                torch.save(trial.state(), Path(d) / "state.pt")
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+    except Exception as e:
+        # A configuration that cannot fit would fail the same way on every retry:
+        # record it as this trial's result instead of letting max_failures rerun it.
+        if not out_of_memory(e):
+            raise
+        tune.report({"epoch": state["epoch"] if state else 0, "error": f"out of memory: {e}".splitlines()[0],
+                     "node": _node_id()})
+
+
+def _node_id() -> str:
+    import ray
+    return ray.get_runtime_context().get_node_id()[:12]
+
+
+def latest_checkpoint(trial_dir: Path) -> Path | None:
+    checkpoints = sorted(Path(trial_dir).glob("checkpoint_*/state.pt"))
+    return checkpoints[-1] if checkpoints else None
+
+
+def load_trial_model(trial_dir: Path) -> tuple[torch.nn.Module, dict]:
+    """The model of a trial's latest checkpoint (eval mode, CPU) and its full config."""
+    from hpo.data import DATASETS
+    from hpo.models import build_model
+
+    path = latest_checkpoint(trial_dir)
+    if path is None:
+        raise HpoError(f"No checkpoint in {trial_dir}: the trial never finished an epoch.")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    settings = RunSettings(**state["settings"])
+    keys, model_options = trial_options(state["config"])
+    info = DATASETS[settings.dataset]
+    model = build_model(keys["model"] or settings.model, in_channels=info.channels, num_classes=info.num_classes,
+                        image_size=keys["resize"] or info.size, **model_options)
+    model.load_state_dict(state["model"])
+    config = {**keys, **model_options, "dataset": settings.dataset, "model": keys["model"] or settings.model,
+              "data_dir": settings.data_dir}
+    return model.eval(), config
+
+
+def main(argv=None) -> int:
+    from hpo.run import parse_set
+
+    p = argparse.ArgumentParser(prog="python -m hpo.trainable",
+                                description="Train one configuration without Ray; print one JSON line per epoch.")
+    p.add_argument("--dataset", default="fashion_mnist")
+    p.add_argument("--model", default="lenet5")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--data-dir")
+    p.add_argument("--max-train", type=int)
+    p.add_argument("--max-eval", type=int)
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a config key, e.g. lr=0.001")
+    args = p.parse_args(argv)
+    try:
+        config = parse_set(args.set)
+        settings = RunSettings(args.dataset, args.model, args.epochs, args.data_dir, args.max_train, args.max_eval)
+        for metrics, _ in train_epochs(config, settings, device=args.device):
+            print(json.dumps(metrics), flush=True)
+    except HpoError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
