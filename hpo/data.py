@@ -1,0 +1,344 @@
+"""Datasets as device-resident tensors: read once, normalise once, batch by slicing.
+
+A torchvision Dataset + DataLoader with per-sample PIL transforms spends more
+time converting images than a small CNN spends learning from them. So each split
+is read straight from its files (IDX or CIFAR python batches) into a uint8
+tensor, moved to the trial's device and normalised once; batches are slices of
+a `torch.randperm`, and augmentation, pixel permutation and resizing act on
+whole batches on the device (the style of KellerJordan/cifar10-airbench).
+
+Files are looked up in: `data_dir`, `$HPO_DATA_DIR`, `./data`,
+`/usr/share/datasets/<name>` (Debian), then downloaded with torchvision.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import math
+import os
+import pickle
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from hpo.errors import HpoError
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    channels: int
+    size: int  # images are size x size
+    num_classes: int
+    mean: tuple[float, ...]  # per channel, in [0, 1] pixel units
+    std: tuple[float, ...]
+    classes: tuple[str, ...]
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    "mnist": DatasetInfo("mnist", 1, 28, 10, (0.1307,), (0.3081,), tuple(str(i) for i in range(10))),
+    "fashion_mnist": DatasetInfo(
+        "fashion_mnist", 1, 28, 10, (0.2860,), (0.3530,),
+        ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+    ),
+    "cifar10": DatasetInfo(
+        "cifar10", 3, 32, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
+        ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+    ),
+}
+
+# Original file names per split (IDX files may also carry a .gz suffix).
+_IDX_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+_CIFAR_FILES = {"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)}
+_TORCHVISION_DIR = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
+DEBIAN_DIR = Path("/usr/share/datasets")  # Debian's dataset-* packages install here
+
+# Fixed seeds: every trial, seed and process sees the same split and permutation.
+SPLIT_SEED = 0
+PERMUTATION_SEED = 1
+
+
+def _check_name(name: str) -> DatasetInfo:
+    if name not in DATASETS:
+        raise HpoError(f"Unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}.")
+    return DATASETS[name]
+
+
+# ---------------------------------------------------------------- file readers
+
+def read_idx(path) -> torch.Tensor:
+    """Read an IDX file (gzipped or raw) of unsigned bytes: images [N,H,W] or labels [N]."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+        if raw[:2] == b"\x1f\x8b":  # gzip magic: decide by content, not by suffix
+            raw = gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError; EOFError: truncated gzip
+        raise HpoError(f"Cannot read {path}: {e}. Replace the file with an intact copy.") from None
+    if len(raw) < 4 or raw[:2] != b"\0\0":
+        raise HpoError(f"{path} is not an IDX file: bad magic number {raw[:4].hex() or '(empty file)'}.")
+    code, ndim = raw[2], raw[3]
+    if code != 0x08:
+        raise HpoError(f"{path}: IDX data type code 0x{code:02x}, expected 0x08 (unsigned byte).")
+    header = 4 + 4 * ndim
+    if ndim == 0 or len(raw) < header:
+        raise HpoError(f"{path}: IDX header is truncated or declares {ndim} dimensions.")
+    dims = struct.unpack(f">{ndim}I", raw[4:header])
+    if len(raw) != header + math.prod(dims):
+        raise HpoError(
+            f"{path}: expected {header + math.prod(dims)} bytes for an IDX array of shape {dims}, "
+            f"got {len(raw)} (truncated or corrupt file)."
+        )
+    return torch.from_numpy(np.frombuffer(raw, np.uint8, offset=header).reshape(dims).copy())
+
+
+class _NumpyUnpickler(pickle.Unpickler):
+    """Builds numpy arrays and nothing else, so a data file cannot run code."""
+
+    def find_class(self, module, name):
+        if module.split(".")[0] == "numpy" and name in {"_reconstruct", "ndarray", "dtype", "_frombuffer"}:
+            return super().find_class(module, name)
+        if (module, name) == ("_codecs", "encode"):  # bytes in a protocol-2 pickle written by Python 3
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def read_cifar_batch(path) -> tuple[torch.Tensor, torch.Tensor]:
+    """Read one CIFAR-10 python batch: (uint8 [N,3,32,32], int64 [N])."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            batch = _NumpyUnpickler(f, encoding="bytes").load()
+    except Exception as e:  # pickle raises many types (EOFError, UnpicklingError, ValueError...)
+        raise HpoError(f"{path} is not a CIFAR-10 python batch ({type(e).__name__}: {e}).") from None
+    if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
+        raise HpoError(f"{path} is not a CIFAR-10 python batch: expected a dict with b'data' and b'labels'.")
+    data, labels = np.asarray(batch[b"data"]), np.asarray(batch[b"labels"])
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or labels.shape != data.shape[:1]:
+        raise HpoError(
+            f"{path}: expected uint8 data of shape [N, 3072] and N labels, "
+            f"got data {data.dtype} {list(data.shape)} and {labels.size} labels."
+        )
+    return torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()), torch.from_numpy(labels.astype(np.int64))
+
+
+# ---------------------------------------------------------------- lookup
+
+def _roots(data_dir) -> list[Path]:
+    roots = [Path(data_dir)] if data_dir else []
+    if os.environ.get("HPO_DATA_DIR"):
+        roots.append(Path(os.environ["HPO_DATA_DIR"]))
+    return roots + [Path.cwd() / "data"]  # absolute: error messages say which ./data
+
+
+def _folders(name: str, root: Path) -> list[Path]:
+    """Where a dataset's files may sit inside a data root: ours first, then torchvision's."""
+    if name == "cifar10":
+        return [root / "cifar10" / "cifar-10-batches-py", root / "cifar-10-batches-py"]
+    return [root / name, root / _TORCHVISION_DIR[name] / "raw"]
+
+
+def _file(name: str, folder: Path, fname: str) -> Path | None:
+    for p in [folder / fname] + ([] if name == "cifar10" else [folder / (fname + ".gz")]):
+        if p.is_file():
+            return p
+    return None
+
+
+def _expected(name: str) -> list[str]:
+    if name == "cifar10":
+        return [f for files in _CIFAR_FILES.values() for f in files]
+    return [f for files in _IDX_FILES.values() for f in files]
+
+
+def _search(name: str, folders: list[Path]) -> tuple[Path | None, list[str]]:
+    """The first folder holding all of the dataset's files, and notes on folders holding only some
+    (skipped, not an error: another process may be downloading into one right now)."""
+    partial = []
+    for folder in folders:
+        missing = [f for f in _expected(name) if not _file(name, folder, f)]
+        if not missing:
+            return folder, partial
+        if len(missing) < len(_expected(name)):
+            partial.append(f"{folder} lacks: {', '.join(missing)}")
+    return None, partial
+
+
+def _download(name: str, root: Path) -> None:
+    """torchvision's download into root (writes MNIST/raw, FashionMNIST/raw or cifar-10-batches-py)."""
+    import torchvision.datasets as tvd
+
+    cls = {"mnist": tvd.MNIST, "fashion_mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10}[name]
+    cls(str(root), train=True, download=True)
+    cls(str(root), train=False, download=True)
+
+
+def locate(name: str, data_dir=None) -> Path:
+    """The folder holding `name`'s files, downloading them as the last resort."""
+    _check_name(name)
+    roots = _roots(data_dir)
+    folders = [f for r in roots for f in _folders(name, r)] + [DEBIAN_DIR / name.replace("_", "-")]
+    folder, partial = _search(name, folders)
+    if folder:
+        return folder
+    # Several trials on one node may start at once: one downloads, the others wait and then find it.
+    from filelock import FileLock
+
+    target = roots[0]
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(target / f".{name}.download.lock")):
+            folder = _search(name, _folders(name, target))[0]
+            if folder is None:
+                _download(name, target)
+                folder = _search(name, _folders(name, target))[0]
+        if folder:
+            return folder
+        reason = "the download finished without the expected files"
+    except HpoError:
+        raise
+    except Exception as e:  # no network, read-only dir, ...: the message below says what to do
+        reason = f"{type(e).__name__}: {' '.join(str(e).split())}"  # one paragraph
+    suffix = "" if name == "cifar10" else " (or .gz)"
+    incomplete = f" Incomplete: {'; '.join(partial)}." if partial else ""
+    raise HpoError(
+        f"Dataset {name!r} not found. Looked in: {', '.join(str(f) for f in folders)}.{incomplete} "
+        f"Expected files: {', '.join(_expected(name))}{suffix}. Downloading into {target} failed ({reason}). "
+        f"Put them in {_folders(name, target)[0]}/, or pass --data-dir DIR (or set $HPO_DATA_DIR) "
+        f"with them in {_folders(name, Path('DIR'))[0]}/."
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _read_split(name: str, folder: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    info = DATASETS[name]
+    if name == "cifar10":
+        parts = [read_cifar_batch(folder / f) for f in _CIFAR_FILES[split]]
+        x, y = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+    else:
+        xf, yf = (_file(name, folder, f) for f in _IDX_FILES[split])
+        x, y = read_idx(xf), read_idx(yf).long()
+        if x.ndim != 3 or x.shape[1:] != (info.size, info.size):
+            raise HpoError(f"{xf}: expected images of shape [N, {info.size}, {info.size}], got {list(x.shape)}.")
+        x = x.unsqueeze(1)
+        if y.ndim != 1:
+            raise HpoError(f"{yf}: expected a 1-d labels file, got shape {list(y.shape)}.")
+    if len(x) != len(y):
+        raise HpoError(f"{folder}: the {split} split has {len(x)} images but {len(y)} labels.")
+    if len(y) and (y.min() < 0 or y.max() >= info.num_classes):
+        raise HpoError(f"{folder}: {split} labels must lie in 0..{info.num_classes - 1}.")
+    return x, y
+
+
+def load_raw(name: str, split: str, data_dir=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(uint8 [N,C,H,W], int64 [N]) on CPU; read once per process (do not modify in place)."""
+    if split not in _IDX_FILES:
+        raise HpoError(f"Unknown split {split!r}; choose 'train' or 'test'.")
+    return _read_split(name, locate(name, data_dir).resolve(), split)
+
+
+# ---------------------------------------------------------------- batching
+
+def _randint(high: int, n: int, generator, device) -> torch.Tensor:
+    # A generator draws on its own device (a CUDA generator for CUDA); move the result to the data.
+    g_device = generator.device if generator is not None else device
+    return torch.randint(high, (n,), generator=generator, device=g_device).to(device)
+
+
+def batch_flip_lr(x: torch.Tensor, generator=None) -> torch.Tensor:
+    flip = _randint(2, len(x), generator, x.device).bool()
+    return torch.where(flip[:, None, None, None], x.flip(3), x)
+
+
+def batch_crop(x: torch.Tensor, pad: int = 4, generator=None) -> torch.Tensor:
+    """Random crop of every image from its reflect-padded copy (one shift per image, no python loop)."""
+    n, c, h, w = x.shape
+    padded = F.pad(x, (pad,) * 4, mode="reflect")
+    dy = _randint(2 * pad + 1, n, generator, x.device)
+    dx = _randint(2 * pad + 1, n, generator, x.device)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+    batch = torch.arange(n, device=x.device)[:, None, None, None]
+    channel = torch.arange(c, device=x.device)[None, :, None, None]
+    return padded[batch, channel, rows, cols]
+
+
+@dataclass
+class Split:
+    images: torch.Tensor  # float32 [N,C,H,W], normalised, on the target device
+    labels: torch.Tensor  # int64 [N], same device
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batches(self, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
+                augment: bool = False, resize: int | None = None, permutation: torch.Tensor | None = None):
+        """Yield (x, y); the last partial batch is kept. Order: augment, permutation, resize."""
+        n, device = len(self), self.images.device
+        if shuffle:
+            g_device = generator.device if generator is not None else device
+            order = torch.randperm(n, generator=generator, device=g_device).to(device)
+        for start in range(0, n, batch_size):
+            idx = order[start:start + batch_size] if shuffle else slice(start, start + batch_size)
+            x, y = self.images[idx], self.labels[idx]
+            if augment:
+                x = batch_flip_lr(batch_crop(x, 4, generator), generator)
+            if permutation is not None:
+                x = x.flatten(2)[:, :, permutation.to(device)].view_as(x)
+            if resize is not None and resize != x.shape[-1]:
+                x = F.interpolate(x, size=(resize, resize), mode="bilinear", align_corners=False)
+            yield x, y
+
+
+@dataclass
+class Data:
+    info: DatasetInfo
+    train: Split
+    val: Split
+    test: Split
+
+
+def _split(x: torch.Tensor, y: torch.Tensor, info: DatasetInfo, device) -> Split:
+    # Move as uint8 (4x less to copy), then convert and normalise once on the device.
+    x = x.to(device).float().div_(255)
+    mean = torch.tensor(info.mean, device=x.device).view(1, -1, 1, 1)
+    std = torch.tensor(info.std, device=x.device).view(1, -1, 1, 1)
+    return Split(x.sub_(mean).div_(std), y.to(device))
+
+
+def load_data(name: str, *, data_dir=None, val_fraction: float = 1 / 6, device="cpu",
+              max_train: int | None = None, max_eval: int | None = None) -> Data:
+    """Train/val split of the training set (fixed seed: the same for every trial), plus the test set."""
+    info = _check_name(name)
+    if not 0 < val_fraction < 1:
+        raise HpoError(f"val_fraction must lie strictly between 0 and 1, got {val_fraction}.")
+    x, y = load_raw(name, "train", data_dir)
+    xt, yt = load_raw(name, "test", data_dir)
+    g = torch.Generator().manual_seed(SPLIT_SEED)
+    perm = torch.randperm(len(y), generator=g)
+    n_val = round(len(y) * val_fraction)
+    if not 0 < n_val < len(y):
+        raise HpoError(f"val_fraction {val_fraction} leaves an empty train or val split of {len(y)} images.")
+    val_idx, train_idx = perm[:n_val][:max_eval], perm[n_val:][:max_train]
+    test_idx = torch.randperm(len(yt), generator=g)[:max_eval]  # capped test sets sample all classes too
+    return Data(
+        info,
+        train=_split(x[train_idx], y[train_idx], info, device),
+        val=_split(x[val_idx], y[val_idx], info, device),
+        test=_split(xt[test_idx], yt[test_idx], info, device),
+    )
+
+
+def pixel_permutation(num_pixels: int, device="cpu") -> torch.Tensor:
+    """A fixed permutation of pixel indices, identical across trials and processes (seed 002)."""
+    return torch.randperm(num_pixels, generator=torch.Generator().manual_seed(PERMUTATION_SEED)).to(device)
