@@ -141,12 +141,15 @@ def set_ray_environment(args) -> None:
 
 def start_ray(args):
     """Join the given cluster, or start an embedded Ray that listens on 127.0.0.1 only."""
+    import logging
+
     import ray
     address = cluster_address(args)
+    quiet = {"log_to_driver": False, "logging_level": logging.ERROR}  # our own progress lines say what happens
     if address:
-        ray.init(address=address, log_to_driver=False)
+        ray.init(address=address, **quiet)
     else:
-        ray.init(include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+        ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", **quiet)
     return ray
 
 
@@ -161,7 +164,9 @@ def build_tuner(study, args, study_dir: Path, experiment_path: str, storage_path
     from hpo.report import ReportWriter, command_line
     from hpo.trainable import RunSettings, tune_trainable
 
-    settings = RunSettings(study.dataset, study.model, study.epochs, args.data_dir and str(Path(args.data_dir).resolve()),
+    data_dir = args.data_dir or os.environ.get("HPO_DATA_DIR") or ("data" if Path("data").is_dir() else None)
+    # Absolute: trials run in other working directories (and on other nodes).
+    settings = RunSettings(study.dataset, study.model, study.epochs, data_dir and str(Path(data_dir).resolve()),
                            SMOKE_TRAIN if args.smoke else None, SMOKE_EVAL if args.smoke else None)
     gpus = args.gpus_per_trial
     if gpus is None:
@@ -187,7 +192,9 @@ def build_tuner(study, args, study_dir: Path, experiment_path: str, storage_path
     writer = ReportWriter(study, study_dir, experiment_path, meta)
     run_config = tune.RunConfig(
         name="experiment", storage_path=storage_path, callbacks=[writer], verbose=0,
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        # Two, not one: a driver killed between a trial's new checkpoint and the next
+        # experiment snapshot must still find the checkpoint that snapshot names.
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         failure_config=tune.FailureConfig(max_failures=args.max_failures))
     tune_config = tune.TuneConfig(metric=study.metric, mode=study.mode, search_alg=search_alg, scheduler=scheduler,
                                   num_samples=num_samples, max_concurrent_trials=args.max_concurrent,

@@ -5,14 +5,11 @@ from __future__ import annotations
 import gzip
 import pickle
 import struct
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-# The project is not an installed package (uv: package = false): make `import hpo` work under plain `pytest`.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 # ---------------------------------------------------------------- fake datasets

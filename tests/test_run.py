@@ -1,0 +1,120 @@
+"""End to end through the real CLI, real Ray Tune (embedded, 127.0.0.1) and real Optuna,
+on small datasets written in the real IDX format."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_study(tmp_path: Path, body: str, name: str = "study.py") -> Path:
+    path = tmp_path / name
+    path.write_text("from ray import tune\nfrom hpo import Study\n\n" + textwrap.dedent(body))
+    return path
+
+
+def hpo_run(*args, timeout=300, check=True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "hpo.run", *map(str, args)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"hpo.run failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def report(results: Path, name: str):
+    d = results / name / "report"
+    return pd.read_csv(d / "trials.csv"), pd.read_csv(d / "epochs.csv"), json.loads((d / "study.json").read_text())
+
+
+def test_grid_study_with_seeds_gives_every_trial_and_epoch(tmp_path, fake_mnist_dir):
+    study = write_study(tmp_path, """
+        study = Study(name="grid", dataset="mnist", model="mnist_cnn",
+                      space={"batch_size": tune.grid_search([32, 64]), "lr": 0.05, "momentum": 0.5},
+                      epochs=2, seeds=2)
+    """)
+    out = hpo_run(study, "--results", tmp_path / "results", "--data-dir", fake_mnist_dir, "--no-analysis")
+    trials, epochs, meta = report(tmp_path / "results", "grid")
+    assert len(trials) == 4 and set(trials["outcome"]) == {"completed"}
+    assert sorted(zip(trials["config/batch_size"], trials["seed"])) == [(32, 0), (32, 1), (64, 0), (64, 1)]
+    assert len(epochs) == 8 and sorted(epochs.groupby("trial_id")["epoch"].apply(list).map(tuple)) == [(1, 2)] * 4
+    for column in ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
+                   "epoch_time_s", "samples_per_s", "lr"):
+        assert epochs[column].notna().all(), column
+    assert epochs[["train_acc", "val_acc", "test_acc"]].stack().between(0, 1).all()
+    assert (trials["params"] > 0).all() and trials["node"].notna().all()
+    # Repeats of one configuration differ: their seeds change initialisation and batch order.
+    first = trials[trials["config/batch_size"] == 32].sort_values("seed")["final_train_loss"].tolist()
+    assert first[0] != first[1]
+    assert meta["varied_keys"] == ["batch_size"] and meta["trials"]["completed"] == 4 and meta["ended"]
+    assert "Done. Report:" in out.stdout
+
+
+def test_optuna_asha_study_stops_some_trials_early(tmp_path, fake_mnist_dir):
+    study = write_study(tmp_path, """
+        study = Study(name="tpe", dataset="mnist", model="lenet5",
+                      space={"lr": tune.loguniform(1e-4, 1e-1), "batch_size": tune.choice([32, 64]),
+                             "optimizer": tune.choice(["sgd", "adam"])},
+                      epochs=4, search="optuna", scheduler="asha", num_samples=8, reduction_factor=2,
+                      metric="val_loss", mode="min")  # a loss has no ties for ASHA's cut-off
+    """)
+    hpo_run(study, "--results", tmp_path / "results", "--data-dir", fake_mnist_dir, "--no-analysis",
+            "--max-concurrent", 2)
+    trials, epochs, meta = report(tmp_path / "results", "tpe")
+    assert len(trials) == 8 and (trials["status"] == "TERMINATED").all()
+    stopped = trials[trials["outcome"] == "stopped_early"]
+    assert len(stopped) >= 1 and (stopped["epochs_run"] < 4).all()
+    assert (trials["outcome"] == "completed").sum() >= 1
+    assert trials["config/lr"].nunique() == 8  # Optuna sampled a different lr for each trial
+    assert len(epochs) == trials["epochs_run"].sum()
+
+
+def test_resume_after_killed_driver_finishes_without_rerunning(tmp_path, fake_mnist_dir):
+    study = write_study(tmp_path, """
+        study = Study(name="resumable", dataset="mnist", model="mnist_cnn",
+                      space={"lr": tune.grid_search([0.01, 0.02, 0.03, 0.04]), "momentum": 0.5},
+                      epochs=3)
+    """)
+    results = tmp_path / "results"
+    args = [sys.executable, "-m", "hpo.run", study, "--results", results, "--data-dir", fake_mnist_dir,
+            "--no-analysis", "--max-concurrent", 1]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    driver = subprocess.Popen(list(map(str, args)), cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    trials_csv = results / "resumable" / "report" / "trials.csv"
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline:  # kill the driver once one trial has finished
+            if trials_csv.exists() and (pd.read_csv(trials_csv)["outcome"] == "completed").sum() >= 1:
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("no trial finished in time")
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the embedded Ray it started
+        driver.wait()
+    before, before_epochs, _ = report(results, "resumable")
+    done_before = set(before.loc[before["outcome"] == "completed", "trial_id"])
+
+    again = hpo_run(study, "--results", results, "--data-dir", fake_mnist_dir, "--no-analysis", "--resume")
+    assert "already exist" in hpo_run(study, "--results", results, check=False).stderr  # no silent rerun
+
+    trials, epochs, _ = report(results, "resumable")
+    assert len(trials) == 4 and set(trials["outcome"]) == {"completed"}
+    assert sorted(trials["config/lr"]) == [0.01, 0.02, 0.03, 0.04]
+    assert all(f"{t} epoch" not in again.stdout for t in done_before)  # finished trials were not re-run
+    assert epochs.groupby("trial_id")["epoch"].apply(list).map(tuple).tolist() == [(1, 2, 3)] * 4
+    kept = before_epochs[before_epochs["trial_id"].isin(done_before)].reset_index(drop=True)
+    after = epochs[epochs["trial_id"].isin(done_before)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(kept, after)
