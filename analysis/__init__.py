@@ -1,0 +1,26 @@
+"""Tables, figures and a self-contained HTML report from a study's report files.
+
+    python -m analysis results/<study>      (hpo.run calls `analyse` when a study ends)
+
+writes report.md, report.html, tables.xlsx and figures/*.png into
+results/<study>/report/. Works on a running or interrupted study: it reads the
+report files as they are and says how many trials are still running.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from analysis.load import AnalysisError, load
+
+__all__ = ["AnalysisError", "analyse"]
+
+
+def analyse(study_dir: Path, log=print) -> Path:
+    """Write the report of the study in `study_dir` (results/<study>); return its report folder.
+
+    Raises AnalysisError, with a message for a person, for a folder that is not a study."""
+    data = load(Path(study_dir))
+    from analysis.sections import write_report  # scipy, matplotlib, seaborn: only once there is a study
+
+    return write_report(data, log)

@@ -1,0 +1,241 @@
+"""The report's content, section by section, and the files it is written to.
+
+Each section function turns tables (tables.py) and figures (figures.py,
+samples.py) into a `Section`; render.py lays the sections out.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from analysis import figures, fmt, samples, stats, tables
+from analysis.load import StudyData
+from analysis.render import Section, Table, html_page, markdown, write_text, xlsx
+from analysis.tables import Skipped
+
+MAX_ROWS = 20  # per-configuration rows shown in the report (tables.xlsx has all)
+
+
+def write_report(data: StudyData, log) -> Path:
+    """Write report.md, tables.xlsx, report.html and figures/*.png; return the report folder."""
+    out = data.report_dir
+    figure_dir = out / "figures"
+    figure_dir.mkdir(parents=True, exist_ok=True)
+    for old in figure_dir.glob("*.png"):  # a figure this run skips must not linger from an earlier one
+        old.unlink()
+    sections = [_trials_section(data)]
+    if data.is_search:  # its top trials say more than configurations seen once each
+        sections.append(_search_section(data, figure_dir, log))
+    sections += [_configs_section(data), _effects_section(data, figure_dir, log),
+                 _curves_section(data, figure_dir, log), _best_trial_section(data, figure_dir, log)]
+    sections.append(_notes_section(data))
+    sections.append(_definition_section(data))
+    sections = [s for s in sections if s.paragraphs or s.tables or s.figures]
+
+    title = f"Study {data.name}"
+    write_text(out / "report.md", markdown(title, sections))
+    log(f"wrote {out / 'report.md'}")
+    everything = [t for s in sections for t in s.tables] + _raw_tables(data)
+    xlsx(out / "tables.xlsx", everything)
+    log(f"wrote {out / 'tables.xlsx'}")
+    write_text(out / "report.html", html_page(title, sections))
+    log(f"wrote {out / 'report.html'}")
+    log(f"report: {(out / 'report.html').resolve()}")
+    return out
+
+
+def _draw(data: StudyData, log, draw, *args) -> list[tuple[Path, str]]:
+    """Run one figure function; a figure the study cannot have becomes a note."""
+    try:
+        with figures.style():
+            path = draw(data, *args)
+    except Skipped as e:
+        data.notes.append(str(e))
+        return []
+    log(f"wrote {path}")
+    caption = (draw.__doc__ or path.stem).strip().split("\n")[0]
+    return [(path, caption)]
+
+
+def _label(data: StudyData, row) -> str:
+    return ", ".join(f"{k}={fmt.value(row[k])}" for k in data.varied_keys) or data.name
+
+
+# ---------------------------------------------------------------- sections
+
+def _definition_section(data: StudyData) -> Section:
+    s, meta = data.study, data.meta
+    rows = [("name", data.name), ("dataset", s.get("dataset")), ("model", s.get("model")),
+            ("metric", f"{data.metric} ({data.mode}); tables rank by {data.target}"),
+            ("search", s.get("search")), ("scheduler", s.get("scheduler")), ("epochs", s.get("epochs")),
+            ("num_samples", s.get("num_samples")), ("seeds", s.get("seeds")),
+            ("varied keys", ", ".join(data.varied_keys) or "none")]
+    rows += [(f"space: {k}", _space_value(v)) for k, v in (s.get("space") or {}).items()]
+    rows += [("study file", meta.get("study_file")), ("command", meta.get("command")),
+             ("started", meta.get("started")),
+             ("ended", meta.get("ended") or "not yet: the study is running or was interrupted")]
+    rows += [(f"version: {k}", v) for k, v in (meta.get("versions") or {}).items()]
+    rows += [(f"hardware: {k}", v) for k, v in (meta.get("hardware") or {}).items()]
+    table = pd.DataFrame([(k, str(v)) for k, v in rows if v is not None], columns=["setting", "value"])
+    return Section("Study definition", tables=[Table("Study definition and provenance", table, sheet="study")])
+
+
+def _space_value(v) -> str:
+    """{'grid_search': [50, 100]} -> grid_search([50, 100]), as the study file wrote it."""
+    if isinstance(v, dict) and len(v) == 1:
+        (name, args), = v.items()
+        return f"{name}({args})"
+    return str(v)
+
+
+def _summary(data: StudyData) -> list[str]:
+    """The opening lines: what the study is, and whether it is over."""
+    s = data.study
+    parts = [f"{k} {s[k]}" if k in ("epochs", "seeds") else str(s[k])
+             for k in ("dataset", "model", "search", "scheduler", "epochs", "seeds") if s.get(k) is not None]
+    parts += [f"metric {data.metric} ({data.mode})", f"varied: {', '.join(data.varied_keys) or 'none'}"]
+    text = [" · ".join(parts) + "."]
+    if s.get("description"):
+        text.append(" ".join(s["description"].split()))
+    if "ended" in data.meta and not data.meta["ended"]:
+        text.append("Note: the study has not ended (it is running or was interrupted): this report shows the trials"
+                    " so far.")
+    if data.meta.get("smoke"):
+        text.append("Note: this is a `--smoke` run (at most 2 epochs and a few thousand images per trial):"
+                    " it checks the pipeline; its numbers say nothing about the study.")
+    return text
+
+
+def _trials_section(data: StudyData) -> Section:
+    counts = tables.outcome_table(data)
+    n = counts.iloc[0].to_dict()
+    said = ", ".join(f"{v} {o.replace('_', ' ')}" for o, v in n.items() if v and o != "total")
+    text = _summary(data) + [f"{n['total']} trials: {said or 'none has reported yet'}."]
+    finished = len(data.finished)
+    text.append(f"The tables below count the {finished} finished trials (completed, stopped early or diverged)"
+                " with a value of the metric.")
+    unfinished = n.get("running", 0) + n.get("pending", 0)
+    if unfinished:
+        text.append(f"Note: {unfinished} trials are running or pending: their numbers are not final and are"
+                    " left out of the tables (their epochs so far are in the learning curves). Run the analysis"
+                    " again when the study ends.")
+    out = [Table("Trials by outcome", counts, sheet="outcomes")]
+    problems = tables.problem_table(data)
+    if not problems.empty:
+        out.append(Table("Failed and diverged trials", problems, "With the first line of each error.",
+                         sheet="failed trials"))
+    return Section("Overview", text, out)
+
+
+def _configs_section(data: StudyData) -> Section:
+    table = tables.config_table(data)
+    if table.empty:
+        return Section("Configurations", ["No finished trial yet: no comparison."])
+    text = [f"One row per configuration (its seeds grouped), best first by the mean of {data.target}"
+            f" ({data.mode}). Each cell: mean ± std over seeds (for accuracies in percentage points), and"
+            f" below it the 95% confidence interval of the mean (Student t over seeds).",
+            f"Each configuration is compared with the best by {stats.TEST_NAME} on {data.target} over seeds:"
+            f" **tied** means p ≥ {stats.ALPHA} (the difference is within seed-to-seed noise), **worse** means"
+            f" p < {stats.ALPHA}; **n=1, untested** means one side has a single seed, so no test is possible."
+            " The tests are pairwise against the best, not corrected for multiple comparisons.",
+            _conclusion(data, table)]
+    metrics = tables.summary_metrics(data)
+    first = [data.target] + [m for m in metrics if not fmt.is_loss(m) and m != data.target]
+    second = [m for m in metrics if fmt.is_loss(m) and m != data.target]
+
+    def columns(ms):
+        return data.varied_keys + ["n"] + [f"{m} {f}" for m in ms for f in tables.STAT_FIELDS]
+
+    return Section("Configurations", text, [
+        Table("Per configuration: accuracy", table, sheet="configurations", show=columns(first) + ["p_value", "verdict"],
+              rows=MAX_ROWS),
+        Table("Per configuration: loss, time and size", table, "Same rows, same order.", sheet=None,
+              show=columns(second) + [f"{x} mean" for x in tables.EXTRAS] + ["verdict"], rows=MAX_ROWS)])
+
+
+def _conclusion(data: StudyData, table: pd.DataFrame) -> str:
+    best = table.iloc[0]
+    target = data.target
+    seeds = f"{int(best['n'])} seed{'s' if best['n'] > 1 else ''}"
+    spread = "" if pd.isna(best[f"{target} std"]) else f" ± {fmt.spread(target, best[f'{target} std'])}"
+    text = f"Best: **{_label(data, best)}**, {target} {fmt.number(target, best[f'{target} mean'])}{spread} over {seeds}."
+    if len(table) == 1:
+        return text
+    verdicts = table["verdict"].iloc[1:]
+    tied = [_label(data, r) for _, r in table.iloc[1:].iterrows() if r["verdict"] == "tied"]
+    if tied:
+        text += f" Not significantly different from it: {'; '.join(tied)}."
+    if (verdicts == "worse").any():
+        text += f" Significantly worse: {int((verdicts == 'worse').sum())} configuration(s)."
+    untested = int((verdicts == "n=1, untested").sum())
+    if untested:
+        text += (f" {untested} configuration(s) could not be tested (a single seed): with one seed, a difference"
+                 f" cannot be told from noise; set `seeds` to 3 or more in the study.")
+    return text
+
+
+def _effects_section(data: StudyData, figure_dir: Path, log) -> Section:
+    section = Section(f"Effect of each varied key on {data.target}")
+    if data.study.get("search") == "grid" and len(data.varied_keys) >= 2:
+        section.paragraphs.append(
+            f"The marginal effect of each key: {data.target} at each of its levels, over every value of the other"
+            " keys and every seed (mean ± std, 95% CI); each level compared with the best level as above.")
+        for key, table in tables.factor_tables(data).items():
+            section.tables.append(Table(f"{data.target} by {key}", table, sheet=f"by {key}"))
+    section.figures += _draw(data, log, figures.factor_effects, figure_dir)
+    section.figures += _draw(data, log, figures.parallel_coordinates, figure_dir)
+    return section
+
+
+def _curves_section(data: StudyData, figure_dir: Path, log) -> Section:
+    return Section("Learning curves", figures=_draw(data, log, figures.learning_curves, figure_dir))
+
+
+def _search_section(data: StudyData, figure_dir: Path, log) -> Section:
+    section = Section("The search")
+    section.tables.append(Table(f"Top {tables.TOP_K} trials", tables.top_trials(data),
+                                f"by {data.target} ({data.mode}).", sheet="top trials"))
+    if data.study.get("scheduler") == "asha" or (data.trials["outcome"] == "stopped_early").any():
+        section.tables.append(Table("Trials stopped by ASHA, by rung", tables.rung_table(data),
+                                    "The epoch each stopped trial reached, and its best metric.", sheet="asha rungs"))
+        section.figures += _draw(data, log, figures.asha_survival, figure_dir)
+    try:
+        importance, evaluator = tables.importance_table(data)
+    except Skipped as e:
+        data.notes.append(str(e))
+        return section
+    section.tables.append(Table("Parameter importance", importance, f"{evaluator}; for {data.target}.",
+                                sheet="importance"))
+    section.figures += _draw(data, log, figures.importance_bars, importance, evaluator, figure_dir)
+    return section
+
+
+def _best_trial_section(data: StudyData, figure_dir: Path, log) -> Section:
+    section = Section("The best trial's predictions and feature maps")
+    try:
+        loaded = samples.load_best(data)
+    except Skipped as e:
+        data.notes.append(str(e))
+        return section
+    section.figures += _draw(data, log, samples.predictions, loaded, figure_dir)
+    section.figures += _draw(data, log, samples.feature_maps, loaded, figure_dir)
+    return section
+
+
+def _notes_section(data: StudyData) -> Section:
+    return Section("Notes", [f"Note: {n}" for n in data.notes])
+
+
+def _raw_tables(data: StudyData) -> list[Table]:
+    """trials.csv, and the learning curves averaged over seeds (what the seeds pasted into Excel by hand)."""
+    out = [Table("All trials", data.trials, sheet="trials")]
+    metrics = [m for m, _ in figures.CURVES + (("test_acc", ""), ("test_loss", "")) if m in data.epochs]
+    if metrics and "epoch" in data.epochs:
+        keys = [c for c in data.key_columns if c in data.epochs]
+        curves = data.epochs.groupby(keys + ["epoch"], dropna=False)[metrics].mean().reset_index()
+        out.append(Table("Curves", curves.rename(columns=lambda c: c.removeprefix("config/")),
+                         sheet="curves (mean over seeds)"))
+    return out
+

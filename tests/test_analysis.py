@@ -1,0 +1,315 @@
+"""The analysis on synthetic report files with known numbers (docs/report-format.md).
+
+Expected statistics are computed here from the literal lists, with `statistics`
+and scipy, never with the analysis' own code.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+from analysis import AnalysisError, analyse
+from analysis.__main__ import main
+from analysis.load import load
+from analysis.tables import config_table, factor_tables, importance_table, rung_table
+
+METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "epoch_time_s",
+           "samples_per_s", "lr")
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+# ---------------------------------------------------------------- writing a synthetic study
+
+def epoch_row(best: float, epochs: int, e: int) -> dict:
+    """A plausible epoch whose val_acc rises to exactly `best` at the last epoch."""
+    val_acc = best - (best - 0.5) * (1 - e / epochs) ** 2 if e < epochs else best
+    return {"epoch": e, "train_acc": min(1.0, val_acc + 0.01), "val_acc": val_acc, "test_acc": val_acc - 0.005,
+            "train_loss": 1.05 - val_acc, "val_loss": 1.1 - val_acc, "test_loss": 1.12 - val_acc,
+            "epoch_time_s": 2.0, "samples_per_s": 25000.0, "lr": 0.01}
+
+
+def trial(trial_id: str, config: dict, seed: int, best: float, epochs: int, outcome: str = "completed",
+          error: str = "") -> tuple[dict, list[dict]]:
+    """A trials.csv row and its epochs.csv rows."""
+    status = {"completed": "TERMINATED", "stopped_early": "TERMINATED", "diverged": "TERMINATED",
+              "failed": "ERROR", "running": "RUNNING", "pending": "PENDING"}[outcome]
+    rows = [epoch_row(best, epochs, e) for e in range(1, epochs + 1)]
+    cfg = {f"config/{k}": v for k, v in config.items()}
+    row = {"trial_id": trial_id, "status": status, "outcome": outcome, **cfg, "seed": seed, "epochs_run": epochs}
+    for m in METRICS:
+        values = [r[m] for r in rows]
+        row[f"final_{m}"] = values[-1] if values else math.nan
+        if m != "lr":
+            best_of = min if ("loss" in m or m == "epoch_time_s") else max
+            row[f"best_{m}"] = best_of(values) if values else math.nan
+    at_best = max(rows, key=lambda r: r["val_acc"]) if rows else {}
+    row.update({"best_epoch": at_best.get("epoch", math.nan), "test_acc_at_best": at_best.get("test_acc", math.nan),
+                "test_loss_at_best": at_best.get("test_loss", math.nan), "params": 21840,
+                "time_s": 2.0 * epochs, "node": "abc123", "error": error})
+    return row, [{"trial_id": trial_id, "seed": seed, **cfg, **r} for r in rows]
+
+
+def write_study(folder: Path, trials: list[tuple[dict, list[dict]]], *, varied: list[str], search="grid",
+                scheduler="fifo", metric="val_acc", mode="max", ended="2026-01-01T10:00:00+00:00") -> Path:
+    report = folder / "report"
+    report.mkdir(parents=True)
+    pd.DataFrame([t[0] for t in trials]).to_csv(report / "trials.csv", index=False)
+    pd.DataFrame([r for t in trials for r in t[1]]).to_csv(report / "epochs.csv", index=False)
+    study = {"name": folder.name, "dataset": "mnist", "model": "downsample_net",
+             "space": {k: f"grid_search(...)" for k in varied}, "epochs": 4, "metric": metric, "mode": mode,
+             "search": search, "scheduler": scheduler, "num_samples": 1, "seeds": 3}
+    (report / "study.json").write_text(json.dumps({
+        "study": study, "varied_keys": varied, "study_file": f"studies/{folder.name}.py",
+        "command": f"python -m hpo.run studies/{folder.name}.py", "smoke": False,
+        "experiment_path": str(folder / "experiment"), "started": "2026-01-01T09:00:00+00:00", "ended": ended,
+        "trials": {}, "versions": {"python": "3.11"}, "hardware": {"cpus": 2, "gpus": []}}))
+    return folder
+
+
+# Best val accuracies per (downsample, feature_size) over seeds 0, 1, 2: conv/14 is best, conv/7 within
+# noise of it, pool/14 and pool/7 clearly worse.
+GRID = {("conv", 14): [0.981, 0.984, 0.979], ("conv", 7): [0.978, 0.983, 0.976],
+        ("pool", 14): [0.890, 0.884, 0.893], ("pool", 7): [0.790, 0.781, 0.795]}
+
+
+def grid_trials() -> list:
+    out = []
+    for (down, size), accs in GRID.items():
+        for seed, acc in enumerate(accs):
+            config = {"downsample": down, "feature_size": size, "lr": 0.01, "model": "downsample_net",
+                      "dataset": "mnist"}
+            out.append(trial(f"t{len(out):02d}", config, seed, acc, epochs=4))
+    return out
+
+
+@pytest.fixture(scope="module")
+def grid_report(tmp_path_factory) -> Path:
+    """The grid study analysed once; tests read its files."""
+    folder = write_study(tmp_path_factory.mktemp("grid") / "mnist_downsampling", grid_trials(),
+                         varied=["downsample", "feature_size"])
+    return analyse(folder, log=lambda _: None)
+
+
+def expected(values: list[float]) -> tuple[float, float, float, float]:
+    mean, std = statistics.mean(values), statistics.stdev(values)
+    half = sps.t.ppf(0.975, len(values) - 1) * std / math.sqrt(len(values))
+    return mean, std, mean - half, mean + half
+
+
+# ---------------------------------------------------------------- numbers
+
+def test_config_table_statistics_and_ties(tmp_path):
+    data = load(write_study(tmp_path / "s", grid_trials(), varied=["downsample", "feature_size"]))
+    table = config_table(data)
+    assert [(r.downsample, r.feature_size) for r in table.itertuples()] == [
+        ("conv", 14), ("conv", 7), ("pool", 14), ("pool", 7)]
+    for _, row in table.iterrows():
+        accs = GRID[(row["downsample"], row["feature_size"])]
+        mean, std, lo, hi = expected(accs)
+        assert row["n"] == 3
+        assert row["best_val_acc mean"] == pytest.approx(mean, abs=1e-12)
+        assert row["best_val_acc std"] == pytest.approx(std, abs=1e-12)
+        assert row["best_val_acc ci_low"] == pytest.approx(lo, abs=1e-12)
+        assert row["best_val_acc ci_high"] == pytest.approx(hi, abs=1e-12)
+        # test_acc_at_best is val - 0.005 in every trial: same spread, shifted mean.
+        assert row["test_acc_at_best mean"] == pytest.approx(mean - 0.005, abs=1e-12)
+        assert row["test_acc_at_best std"] == pytest.approx(std, abs=1e-9)
+        assert row["epochs_run mean"] == 4 and row["params mean"] == 21840
+    # By hand: conv/14 mean 0.98133, sd 0.002517; conv/7 mean 0.979, sd 0.003606.
+    assert table.loc[0, "best_val_acc mean"] == pytest.approx((0.981 + 0.984 + 0.979) / 3)
+    assert table.loc[1, "best_val_acc std"] == pytest.approx(math.sqrt((0.001**2 + 0.004**2 + 0.003**2) / 2))
+    p_conv7 = sps.ttest_ind([0.978, 0.983, 0.976], [0.981, 0.984, 0.979], equal_var=False).pvalue
+    assert table["verdict"].tolist() == ["best", "tied", "worse", "worse"]
+    assert table.loc[1, "p_value"] == pytest.approx(p_conv7) and p_conv7 >= 0.05
+    assert math.isnan(table.loc[0, "p_value"]) and table.loc[2, "p_value"] < 0.05
+
+
+def test_single_seed_is_untested_and_min_mode(tmp_path):
+    trials = [trial(f"t{i}", {"batch_size": bs}, 0, acc, 3) for i, (bs, acc) in enumerate([(50, 0.97), (100, 0.98)])]
+    data = load(write_study(tmp_path / "s", trials, varied=["batch_size"]))
+    table = config_table(data)
+    assert table["batch_size"].tolist() == [100, 50]
+    assert table["verdict"].tolist() == ["best", "n=1, untested"]
+    assert math.isnan(table.loc[0, "best_val_acc std"]) and math.isnan(table.loc[0, "best_val_acc ci_low"])
+    # Ranked by the study's own metric and mode: val_loss (min) = 1.1 - val_acc at the last epoch.
+    data = load(write_study(tmp_path / "l", trials, varied=["batch_size"], metric="val_loss", mode="min"))
+    assert config_table(data)["batch_size"].tolist() == [100, 50]
+
+
+def test_factor_tables_are_marginal_means(tmp_path):
+    data = load(write_study(tmp_path / "s", grid_trials(), varied=["downsample", "feature_size"]))
+    tables = factor_tables(data)
+    down = tables["downsample"].set_index("downsample")
+    conv = GRID[("conv", 14)] + GRID[("conv", 7)]
+    pool = GRID[("pool", 14)] + GRID[("pool", 7)]
+    for level, values in (("conv", conv), ("pool", pool)):
+        mean, std, lo, hi = expected(values)
+        assert down.loc[level, "n"] == 6
+        assert down.loc[level, "best_val_acc mean"] == pytest.approx(mean, abs=1e-12)
+        assert down.loc[level, "best_val_acc std"] == pytest.approx(std, abs=1e-12)
+        assert down.loc[level, "best_val_acc ci_low"] == pytest.approx(lo, abs=1e-12)
+        assert down.loc[level, "best_val_acc ci_high"] == pytest.approx(hi, abs=1e-12)
+    assert down.loc["conv", "verdict"] == "best" and down.loc["pool", "verdict"] == "worse"
+    size = tables["feature_size"]
+    assert size["feature_size"].tolist() == [7, 14]  # levels in their natural order
+    mean14 = statistics.mean(GRID[("conv", 14)] + GRID[("pool", 14)])
+    assert size.set_index("feature_size").loc[14, "best_val_acc mean"] == pytest.approx(mean14, abs=1e-12)
+
+
+# ---------------------------------------------------------------- files
+
+def test_all_files_written(grid_report):
+    for name in ("report.md", "report.html", "tables.xlsx"):
+        assert (grid_report / name).stat().st_size > 0
+    pngs = sorted(p.name for p in (grid_report / "figures").glob("*.png"))
+    assert {"learning_curves.png", "factor_effects.png", "parallel_coordinates.png"} <= set(pngs)
+    sheets = pd.read_excel(grid_report / "tables.xlsx", sheet_name=None)
+    assert {"configurations", "by downsample", "by feature_size", "outcomes", "trials"} <= set(sheets)
+    assert sheets["configurations"]["best_val_acc mean"].iloc[0] == pytest.approx(statistics.mean(GRID[("conv", 14)]))
+    page = (grid_report / "report.html").read_text()
+    for png in (grid_report / "figures").glob("*.png"):
+        assert base64.b64encode(png.read_bytes()).decode() in page
+    assert "<img src=\"figures/" not in page and "http" not in page.replace("http-equiv", "")
+    md = (grid_report / "report.md").read_text()
+    assert "98.13% ± 0.25" in md  # conv/14: mean 98.133%, sd 0.2517 points
+    assert "Welch" in md and "tied" in md
+
+
+def test_cli_error_for_a_folder_that_is_not_a_study(tmp_path, capsys):
+    r = subprocess.run([sys.executable, "-m", "analysis", str(tmp_path / "missing")], capture_output=True, text=True)
+    assert r.returncode != 0 and "Traceback" not in r.stderr and "is not a folder" in r.stderr
+    (tmp_path / "x").mkdir()
+    assert main([str(tmp_path / "x")]) != 0
+    assert "is not a study's results folder" in capsys.readouterr().err
+    (tmp_path / "y" / "experiment").mkdir(parents=True)
+    with pytest.raises(AnalysisError, match="no report yet"):
+        analyse(tmp_path / "y")
+
+
+def test_partial_study(tmp_path):
+    config = {"batch_size": 50}
+    trials = [trial("a", config, 0, 0.97, 4), trial("b", config, 1, 0.975, 4),
+              trial("c", {"batch_size": 100}, 0, 0.96, 2, outcome="running"),
+              trial("d", {"batch_size": 100}, 1, 0.0, 0, outcome="failed",
+                    error="RuntimeError: CUDA out of memory"),
+              trial("e", {"batch_size": 200}, 0, 0.2, 3, outcome="diverged", error="loss became nan"),
+              trial("f", {"batch_size": 200}, 1, 0.0, 0, outcome="pending")]
+    folder = write_study(tmp_path / "partial", trials, varied=["batch_size"], ended=None)
+    lines = []
+    out = analyse(folder, log=lines.append)
+    assert lines[-1].startswith("report: ") and lines[-1].endswith("report.html")
+    md = (out / "report.md").read_text()
+    assert "6 trials: 2 completed, 1 diverged, 1 failed, 1 running, 1 pending." in md
+    assert "CUDA out of memory" in md and "loss became nan" in md
+    sheets = pd.read_excel(out / "tables.xlsx", sheet_name=None)
+    counts = sheets["outcomes"].iloc[0]
+    assert counts["running"] == 1 and counts["failed"] == 1 and counts["total"] == 6
+    # The running trial is left out of the comparison; the diverged one is in it.
+    assert sorted(sheets["configurations"]["batch_size"]) == [50, 200]
+
+
+def test_empty_and_minimal_reports(tmp_path):
+    folder = tmp_path / "empty"
+    (folder / "report").mkdir(parents=True)
+    (folder / "report" / "trials.csv").write_text("trial_id,status,outcome,seed\n")
+    out = analyse(folder, log=lambda _: None)  # no study.json, no epochs.csv, no trials yet
+    assert "0 trials" in (out / "report.md").read_text()
+
+
+def test_search_study_rungs_and_importance(tmp_path):
+    trials = []
+    for i in range(12):  # lr decides the accuracy; optimizer does not; ASHA stops the weak ones early
+        lr = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2][i % 6]
+        acc = 0.80 + 0.03 * (i % 6) + 0.001 * (i // 6)
+        epochs, outcome = (8, "completed") if acc > 0.9 else ((2, "stopped_early") if acc < 0.85 else
+                                                               (4, "stopped_early"))
+        config = {"lr": lr, "optimizer": ["sgd", "adam"][i // 6], "batch_size": 64 * (1 + i % 3)}
+        trials.append(trial(f"t{i:02d}", config, 0, acc, epochs, outcome))
+    folder = write_study(tmp_path / "tpe", trials, varied=["lr", "optimizer", "batch_size"], search="optuna",
+                         scheduler="asha")
+    data = load(folder)
+    rungs = rung_table(data)
+    assert rungs["stopped after epoch"].tolist() == [2, 4]
+    assert rungs["trials stopped"].tolist() == [4, 4]
+    assert rungs["best_val_acc best"].tolist() == pytest.approx([0.831, 0.891])
+    importance, evaluator = importance_table(data)
+    assert set(importance["parameter"]) == {"lr", "optimizer", "batch_size"}
+    assert importance.iloc[0]["parameter"] == "lr" and importance["importance"].sum() == pytest.approx(1)
+    out = analyse(folder, log=lambda _: None)
+    sheets = pd.read_excel(out / "tables.xlsx", sheet_name=None)
+    assert {"top trials", "asha rungs", "importance"} <= set(sheets)
+    assert len(sheets["top trials"]) == 10
+    assert {"asha_survival.png", "importance.png"} <= {p.name for p in (out / "figures").glob("*.png")}
+
+
+# ---------------------------------------------------------------- checkpoint figures
+
+def test_checkpoint_figures_skipped_with_a_note(grid_report):
+    assert "No folder for the best trial" in (grid_report / "report.md").read_text()
+
+
+def test_checkpoint_figures_from_a_real_trial(tmp_path, fake_mnist_dir):
+    """A checkpoint saved by the real trainable (one epoch on the fake MNIST), where Ray would put it."""
+    import torch
+
+    from analysis.samples import load_best
+    from analysis.sections import _best_trial_section
+    from analysis.tables import Skipped
+    from hpo.trainable import RunSettings, train_epochs
+
+    settings = RunSettings("mnist", "mnist_net", epochs=1, data_dir=str(fake_mnist_dir), max_train=256, max_eval=64)
+    *_, (_, trained) = train_epochs({"batch_size": 64, "lr": 0.05, "seed": 0}, settings, device="cpu")
+    trials = [trial("ab12c_00000", {"batch_size": 64}, 0, 0.5, 1), trial("ab12c_00001", {"batch_size": 32}, 0, 0.4, 1)]
+    folder = write_study(tmp_path / "real", trials, varied=["batch_size"])
+    trial_dir = folder / "experiment" / "tune_trainable_ab12c_00000_0_batch_size=64_2026-01-01_09-00-00"
+    (trial_dir / "checkpoint_000000").mkdir(parents=True)
+    torch.save(trained.state(), trial_dir / "checkpoint_000000" / "state.pt")
+    section = _best_trial_section(load(folder), tmp_path, log=lambda _: None)
+    assert [p.name for p, _ in section.figures] == ["predictions.png", "feature_maps.png"]
+    shutil.rmtree(trial_dir / "checkpoint_000000")
+    with pytest.raises(Skipped, match="No checkpoint"):
+        load_best(load(folder))
+
+
+# ---------------------------------------------------------------- the page in a browser
+
+def chromium(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}"]
+    return subprocess.run([str(CHROMIUM), *flags, *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")
+def test_html_renders_in_chromium(grid_report, tmp_path):
+    page = grid_report / "report.html"
+    dom = chromium(["--dump-dom", page.as_uri()], tmp_path)
+    assert dom.returncode == 0, dom.stderr
+    assert dom.stdout.count("<table") >= 4 and "Per configuration" in dom.stdout and "98.13%" in dom.stdout
+    shot = tmp_path / "page.png"
+    r = chromium([f"--screenshot={shot}", "--window-size=1280,2000", "--hide-scrollbars", page.as_uri()], tmp_path)
+    assert r.returncode == 0 and shot.exists(), r.stderr
+    # Clicking a header sorts the rows by its numbers (the page's own script, run by the browser).
+    click = ('<script>const t = document.querySelectorAll("table.sortable")[1], th = t.tHead.rows[0].cells[3];'
+             ' th.click(); document.title = [...t.tBodies[0].rows].map(r => r.cells[0].textContent'
+             ' + "/" + r.cells[1].textContent).join(" ");</script></body>')
+    sorting = tmp_path / "sorting.html"
+    sorting.write_text(page.read_text().replace("</body>", click))
+    dom = chromium(["--dump-dom", sorting.as_uri()], tmp_path)
+    assert "<title>pool/7 pool/14 conv/7 conv/14</title>" in dom.stdout
+    from PIL import Image
+
+    pixels = Image.open(shot).convert("L")
+    assert pixels.size == (1280, 2000)
+    low, high = pixels.getextrema()
+    assert high - low > 100  # text and figures, not a blank page
