@@ -52,7 +52,7 @@ def read_result_files(experiment_path: Path) -> dict[str, dict[int, dict]]:
                 result = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut short when the driver was killed
-            if "epoch" in result and "trial_id" in result and result.get("train_loss") is not None:
+            if "epoch" in result and "trial_id" in result and "error" not in result:
                 history.setdefault(result["trial_id"], {})[int(result["epoch"])] = result
     return history
 
@@ -98,7 +98,7 @@ class ReportWriter(tune.Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self.trials = trials
-        if result.get("train_loss") is None:
+        if "error" in result:
             return  # a failure record (e.g. out of memory), not an epoch
         self.history.setdefault(trial.trial_id, {})[int(result["epoch"])] = dict(result)
         value = result.get(self.study.metric)
@@ -190,7 +190,8 @@ class ReportWriter(tune.Callback):
         if metric not in frame or frame[metric].isna().all():
             return math.nan, math.nan, math.nan
         i = frame[metric].idxmax() if self.study.mode == "max" else frame[metric].idxmin()
-        return int(frame.loc[i, "epoch"]), frame.loc[i, "test_acc"], frame.loc[i, "test_loss"]
+        best = frame.loc[i]
+        return int(best["epoch"]), best.get("test_acc", math.nan), best.get("test_loss", math.nan)
 
 
 def fmt(value) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import json
 import os
 import runpy
 import shutil
@@ -164,9 +165,7 @@ def build_tuner(study, args, study_dir: Path, experiment_path: str, storage_path
     from hpo.report import ReportWriter, command_line
     from hpo.trainable import RunSettings, tune_trainable
 
-    data_dir = args.data_dir or os.environ.get("HPO_DATA_DIR") or ("data" if Path("data").is_dir() else None)
-    # Absolute: trials run in other working directories (and on other nodes).
-    settings = RunSettings(study.dataset, study.model, study.epochs, data_dir and str(Path(data_dir).resolve()),
+    settings = RunSettings(study.dataset, study.model, study.epochs, args.data_dir,
                            SMOKE_TRAIN if args.smoke else None, SMOKE_EVAL if args.smoke else None)
     gpus = args.gpus_per_trial
     if gpus is None:
@@ -204,7 +203,7 @@ def build_tuner(study, args, study_dir: Path, experiment_path: str, storage_path
     return tune.Tuner(trainable, param_space=space, tune_config=tune_config, run_config=run_config)
 
 
-def run(args) -> Path:
+def run(args) -> int:
     set_ray_environment(args)
     study = load_study(args.study)
     study = study.with_overrides(parse_set(args.set))
@@ -217,22 +216,40 @@ def run(args) -> Path:
         study_dir = Path(args.storage or args.results).resolve() / study.name
         storage_path = str(study_dir)
     experiment_path = f"{storage_path}/experiment"
-    prepare_study_dir(study_dir, args)
+    data_dir = args.data_dir or os.environ.get("HPO_DATA_DIR") or ("data" if Path("data").is_dir() else None)
+    args.data_dir = data_dir and str(Path(data_dir).resolve())  # trials run in other working directories
+    if not cluster_address(args):
+        # Read the data once here, so a missing or corrupt file is one clear message before Ray starts.
+        # (On a cluster each node reads its own copy; the head need not have one.)
+        from hpo.data import load_raw
+        for split in ("train", "test"):
+            load_raw(study.dataset, split, args.data_dir)
+    prepare_study_dir(study_dir, args)  # after every check: --overwrite deletes only for a run that starts
     print(f"Study {study.name}: {study.num_trials()} trials of at most {study.epochs} epochs "
           f"({study.search} search, {study.scheduler} scheduler) -> {study_dir}", flush=True)
     start_ray(args)
     tuner = build_tuner(study, args, study_dir, experiment_path, storage_path)
     try:
-        tuner.fit()
+        tuner.fit()  # Ray Tune turns a first Ctrl-C into a clean stop and returns
+        interrupted = False
     except KeyboardInterrupt:
-        print(f"\nStopped. The report has what finished: {study_dir / 'report'}\n"
-              f"Continue with: python -m hpo.run {args.study} --resume" + _repeat_options(args), flush=True)
-        raise SystemExit(130)
+        interrupted = True
+    trials = json.loads((study_dir / "report" / "study.json").read_text())["trials"]
+    interrupted = interrupted or trials["running"] + trials["pending"] > 0
     if not args.no_analysis:
-        from analysis import analyse
-        analyse(study_dir)
-    print(f"Done. Report: {study_dir / 'report'}", flush=True)
-    return study_dir
+        try:
+            from analysis import analyse
+            analyse(study_dir)
+        except Exception as e:  # the study's results are safe; only the tables and figures are missing
+            print(f"warning: the analysis failed ({type(e).__name__}: {e}); "
+                  f"run it again with: python -m analysis {study_dir}", file=sys.stderr)
+    if interrupted:
+        print(f"\nStopped before the end. The report has what finished: {study_dir / 'report'}\n"
+              f"Continue with: python -m hpo.run {args.study} --resume" + _repeat_options(args), flush=True)
+        return 130
+    print(f"Done: {trials['completed']} trials completed, {trials['stopped_early']} stopped early, "
+          f"{trials['diverged']} diverged, {trials['failed']} failed. Report: {study_dir / 'report'}", flush=True)
+    return 0
 
 
 def _repeat_options(args) -> str:
@@ -245,11 +262,10 @@ def _repeat_options(args) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        run(args)
+        return run(args)
     except HpoError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

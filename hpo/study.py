@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import itertools
 import math
 import re
 from dataclasses import dataclass, field
@@ -61,12 +62,27 @@ TRAINABLE_KEYS: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
     "amp": (False, lambda v: isinstance(v, bool), "True or False (mixed precision on a GPU)"),
     "seed": (0, lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "an integer >= 0"),
     "model": (None, lambda v: isinstance(v, str), "a model name (see hpo.models)"),
+    "normalize": ("dataset", lambda v: _normalization_ok(v),
+                  '"dataset" (its mean/std), "none" (pixels in [0, 1]) or [mean, std] '
+                  '(numbers, or one per channel), e.g. [0.5, 0.5]'),
+    "variant": (None, lambda v: v is None or isinstance(v, str), "a name (a label: see hpo.variants)"),
 }
+
+
+def _normalization_ok(v) -> bool:
+    if v in ("dataset", "none"):
+        return True
+    if not isinstance(v, (list, tuple)) or len(v) != 2:
+        return False
+    mean, std = ([x] if isinstance(x, (int, float)) else x for x in v)
+    numbers = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in [*mean, *std])
+    return numbers and len(mean) == len(std) and all(x > 0 for x in std)
 
 
 # Names people write for the trainable's keys (seed 003 says "learning rate").
 ALIASES = {"learning_rate": "lr", "learningrate": "lr", "bs": "batch_size", "batchsize": "batch_size",
-           "optim": "optimizer", "wd": "weight_decay", "l2": "weight_decay", "gamma": "lr_gamma"}
+           "optim": "optimizer", "wd": "weight_decay", "l2": "weight_decay", "gamma": "lr_gamma",
+           "accuracy": "val_acc", "acc": "val_acc", "loss": "val_loss"}
 
 
 def suggest(name: str, allowed) -> str:
@@ -81,11 +97,20 @@ def possible_values(value) -> list | None:
     if isinstance(value, dict) and set(value) == {"grid_search"}:
         return list(value["grid_search"])
     sample = _sample()
+    if isinstance(value, sample.Function) and isinstance(value.func, FromVariant):
+        return value.func.distinct()
     if isinstance(value, sample.Categorical):
         return list(value.categories)
     if isinstance(value, sample.Domain):
         return None
     return [value]
+
+
+def _range_ends(value) -> list:
+    """The extreme values of a numeric sampler (tune.uniform, loguniform, randint...)."""
+    if isinstance(value, _sample().Integer):
+        return [value.lower, value.upper - 1]  # randint's upper bound is exclusive
+    return [b for b in (getattr(value, "lower", None), getattr(value, "upper", None)) if b is not None]
 
 
 def is_varied(value) -> bool:
@@ -104,9 +129,60 @@ def describe(value) -> Any:
         sampler = type(value.get_sampler()).__name__.lower()
         kind = "loguniform" if "log" in sampler else ("randint" if isinstance(value, sample.Integer) else "uniform")
         return {kind: [value.lower, value.upper]}
+    if isinstance(value, sample.Function) and isinstance(value.func, FromVariant):
+        return {"per_variant": dict(value.func.values)}
     if isinstance(value, sample.Domain):
         return {"sampler": repr(value)}
     return value
+
+
+class FromVariant:
+    """The value of one key in the variant a trial runs (see `variants`); Ray Tune calls it with the
+    trial's config once the grid over "variant" is resolved."""
+
+    def __init__(self, key: str, values: dict[str, Any]):
+        self.key, self.values = key, values
+
+    def __call__(self, config):
+        return self.values[config["variant"]]
+
+    def distinct(self) -> list:
+        found: list = []
+        for v in self.values.values():
+            if v not in found:
+                found.append(v)
+        return found
+
+
+def variants(**named: dict) -> dict:
+    """Space entries for a grid over named bundles of settings (configurations that are not a product of
+    independent keys, like write-up 001's models 1-3):
+
+        space={**variants(model1={"optimizer": "sgd", "batch_size": 100},
+                          model2={"optimizer": "adam", "batch_size": 256}), "lr": 0.01}
+
+    gives "variant": tune.grid_search(["model1", "model2"]) and, for every key the bundles set, a
+    tune.sample_from that Ray Tune resolves to the value of the trial's variant. So trials.csv has
+    config/variant (the name) and the real value of every key. Every bundle sets the same keys.
+    """
+    from ray import tune
+
+    if not named:
+        raise HpoError("variants() needs at least one named bundle, e.g. variants(a={\"lr\": 0.1}).")
+    keys = {k for bundle in named.values() for k in bundle}
+    for name, bundle in named.items():
+        if not isinstance(bundle, dict):
+            raise HpoError(f"variants(): bundle {name!r} must be a dict of space keys to values.")
+        missing = sorted(keys - set(bundle))
+        if missing:
+            raise HpoError(f"variants(): bundle {name!r} does not set {', '.join(missing)}: every bundle "
+                           "sets the same keys (give the value it shares with the others).")
+        if "variant" in bundle:
+            raise HpoError("variants(): 'variant' is the bundle's name; it cannot be a key inside one.")
+    space: dict[str, Any] = {"variant": tune.grid_search(list(named))}
+    for key in sorted(keys, key=lambda k: list(next(iter(named.values()))).index(k)):
+        space[key] = tune.sample_from(FromVariant(key, {n: b[key] for n, b in named.items()}))
+    return space
 
 
 @dataclass
@@ -151,6 +227,8 @@ class Study:
                 fail(name, f"must be an integer > 0; got {getattr(self, name)!r}.")
         if not isinstance(self.space, dict):
             fail("space", f"must be a dict of space keys to constants or tune.* samplers; got {type(self.space).__name__}.")
+        self._check_variants()
+        self._check_normalization()
 
         from hpo.models import check_model_name, model_options
 
@@ -174,12 +252,59 @@ class Study:
                 raise HpoError(
                     f"Study '{self.name}': unknown space key '{key}'.{suggest(key, known)} The trainable "
                     f"takes: {', '.join(sorted(allowed))}. {options}")
+        self._check_models_build()
         if self.search == "optuna" and any(isinstance(v, dict) and "grid_search" in v for v in self.space.values()):
             fail("search", "is 'optuna', which cannot search a tune.grid_search: use tune.choice([...]) "
                  "for Optuna, or search='grid'.")
         if self.search in ("random", "optuna") and not any(is_varied(v) for v in self.space.values()):
             fail("search", f"is '{self.search}' but the space has nothing to search (only constants): "
                  "use tune.uniform/loguniform/choice/randint, or search='grid'.")
+
+    def _check_models_build(self) -> None:
+        """Build every model variant the space can ask for on PyTorch's meta device (no memory,
+        no compute), so a bad option value or an image too small for the model fails now."""
+        import torch
+
+        from hpo.data import DATASETS
+        from hpo.models import build_model, model_options
+
+        info = DATASETS[self.dataset]
+        for model in self.models():
+            keys = [k for k in self.space if k in model_options(model) or k == "resize"]
+            values = [possible_values(self.space[k]) or _range_ends(self.space[k]) for k in keys]
+            for combo in itertools.islice(itertools.product(*values), 64):
+                options = dict(zip(keys, combo))
+                size = options.pop("resize", None) or info.size
+                try:
+                    with torch.device("meta"):
+                        build_model(model, in_channels=info.channels, num_classes=info.num_classes,
+                                    image_size=size, **options)
+                except HpoError as e:
+                    raise HpoError(f"Study '{self.name}' ({self.dataset}, {size}x{size} images): {e}") from None
+
+    def _check_variants(self) -> None:
+        """Keys set per variant (hpo.variants) need a "variant" key naming one of their bundles."""
+        sample = _sample()
+        bundled = {k: v.func for k, v in self.space.items()
+                   if isinstance(v, sample.Function) and isinstance(v.func, FromVariant)}
+        if not bundled:
+            return
+        names = possible_values(self.space.get("variant"))
+        known = list(next(iter(bundled.values())).values)
+        unknown = [n for n in names or [None] if n not in known]
+        if "variant" not in self.space or unknown:
+            raise HpoError(f"Study '{self.name}': space key 'variant' must name the bundles of hpo.variants "
+                           f"({', '.join(known)}); got {unknown[0] if unknown else None!r}.{suggest(unknown[0], known) if unknown and unknown[0] else ''}")
+
+    def _check_normalization(self) -> None:
+        from hpo.data import DATASETS, normalization
+
+        for v in possible_values(self.space.get("normalize", "dataset")) or []:
+            if _normalization_ok(v):
+                try:
+                    normalization(DATASETS[self.dataset], v)
+                except HpoError as e:
+                    raise HpoError(f"Study '{self.name}': space key 'normalize': {e}") from None
 
     def _check_choice(self, name, value, allowed):
         if value not in allowed:
@@ -190,12 +315,7 @@ class Study:
         if isinstance(value, dict) and set(value) == {"grid_search"} and not value["grid_search"]:
             raise HpoError(f"Study '{self.name}': space key '{key}' is an empty tune.grid_search([]): "
                            "the grid would have no trials. Give at least one value.")
-        values = possible_values(value)
-        if values is None:  # a numeric range: check its bounds
-            values = [b for b in (getattr(value, "lower", None), getattr(value, "upper", None)) if b is not None]
-            if isinstance(value, _sample().Integer):
-                values = [value.lower, value.upper - 1]  # randint's upper bound is exclusive
-        for v in values:
+        for v in possible_values(value) or _range_ends(value):
             if not check(v):
                 raise HpoError(f"Study '{self.name}': space key '{key}' has value {v!r}; it must be {allowed_text}.")
 

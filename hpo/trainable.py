@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from hpo.errors import HpoError
-from hpo.study import TRAINABLE_KEYS
+from hpo.study import METRICS, TRAINABLE_KEYS
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,8 @@ class Trial:
         torch.manual_seed(k["seed"])
         self.generator = torch.Generator(device=self.device).manual_seed(k["seed"])
         self.data = load_data(settings.dataset, data_dir=settings.data_dir, val_fraction=k["val_fraction"],
-                              device=self.device, max_train=settings.max_train, max_eval=settings.max_eval)
+                              device=self.device, max_train=settings.max_train, max_eval=settings.max_eval,
+                              normalize=k["normalize"])
         info = DATASETS[settings.dataset]
         self.permutation = (pixel_permutation(info.size * info.size, device=self.device)
                             if k["permute_pixels"] else None)
@@ -173,7 +174,9 @@ def train_epochs(config: dict, settings: RunSettings, state: dict | None = None,
 
 
 def out_of_memory(error: BaseException) -> bool:
-    return isinstance(error, (torch.OutOfMemoryError, MemoryError))
+    # PyTorch's CPU allocator raises a plain RuntimeError; CUDA raises OutOfMemoryError.
+    return (isinstance(error, (torch.OutOfMemoryError, MemoryError))
+            or (isinstance(error, RuntimeError) and "can't allocate memory" in str(error)))
 
 
 def tune_trainable(config: dict, settings: RunSettings) -> None:
@@ -196,8 +199,8 @@ def tune_trainable(config: dict, settings: RunSettings) -> None:
         # record it as this trial's result instead of letting max_failures rerun it.
         if not out_of_memory(e):
             raise
-        tune.report({"epoch": state["epoch"] if state else 0, "error": f"out of memory: {e}".splitlines()[0],
-                     "node": _node_id()})
+        tune.report({**dict.fromkeys(METRICS, math.nan), "epoch": state["epoch"] if state else 0,
+                     "error": f"out of memory: {e}".splitlines()[0], "node": _node_id()})
 
 
 def _node_id() -> str:

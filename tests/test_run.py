@@ -58,7 +58,7 @@ def test_grid_study_with_seeds_gives_every_trial_and_epoch(tmp_path, fake_mnist_
     first = trials[trials["config/batch_size"] == 32].sort_values("seed")["final_train_loss"].tolist()
     assert first[0] != first[1]
     assert meta["varied_keys"] == ["batch_size"] and meta["trials"]["completed"] == 4 and meta["ended"]
-    assert "Done. Report:" in out.stdout
+    assert "Done: 4 trials completed" in out.stdout
 
 
 def test_optuna_asha_study_stops_some_trials_early(tmp_path, fake_mnist_dir):
