@@ -43,11 +43,11 @@ def hardware() -> dict:
     return {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(), "gpus": gpus}
 
 
-def read_result_files(experiment_path: Path) -> dict[str, dict[int, dict]]:
+def read_result_files(experiment_path) -> dict[str, dict[int, dict]]:
     """Epochs already reported by an earlier run of this experiment (for --resume)."""
     history: dict[str, dict[int, dict]] = {}
-    for path in Path(experiment_path).glob("*/result.json"):
-        for line in path.read_text().splitlines():
+    for text in result_files(str(experiment_path)):
+        for line in text.splitlines():
             try:
                 result = json.loads(line)
             except json.JSONDecodeError:
@@ -57,6 +57,31 @@ def read_result_files(experiment_path: Path) -> dict[str, dict[int, dict]]:
     return history
 
 
+def result_files(experiment_path: str) -> list[str]:
+    """The text of every trial's result.json: in a folder, or under a URI (s3://...) read with pyarrow."""
+    if "://" not in experiment_path:
+        return [p.read_text() for p in Path(experiment_path).glob("*/result.json")]
+    import pyarrow.fs
+    fs, root = pyarrow.fs.FileSystem.from_uri(experiment_path)
+    texts = []
+    for info in fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True)):
+        if info.type == pyarrow.fs.FileType.Directory:
+            try:
+                with fs.open_input_stream(f"{info.path}/result.json") as f:
+                    texts.append(f.read().decode())
+            except (FileNotFoundError, OSError):
+                pass  # a trial that never reported
+    return texts
+
+
+def upload(local_dir: Path, uri: str) -> None:
+    """Copy a folder to a URI (s3://, gs://...) with pyarrow, as Ray Tune does with the experiment."""
+    import pyarrow.fs
+    fs, path = pyarrow.fs.FileSystem.from_uri(uri)
+    fs.create_dir(path, recursive=True)
+    pyarrow.fs.copy_files(str(local_dir), path, destination_filesystem=fs)
+
+
 def error_line(trial) -> str:
     if trial.error_file and os.path.exists(trial.error_file):
         lines = [l.strip() for l in Path(trial.error_file).read_text(errors="replace").splitlines() if l.strip()]
@@ -64,22 +89,27 @@ def error_line(trial) -> str:
     return (trial.last_result or {}).get("error") or ""
 
 
-def outcome(trial, epochs: dict[int, dict], max_epochs: int) -> str:
+def outcome(trial, epochs: dict[int, dict], max_epochs: int, early_stopping: bool) -> str:
     last = epochs[max(epochs)] if epochs else {}
     if trial.status == "ERROR" or (trial.last_result or {}).get("error"):
         return "failed"
     if last.get("diverged"):
         return "diverged"
     if trial.status == "TERMINATED":
-        return "completed" if len(epochs) >= max_epochs else "stopped_early"
+        if len(epochs) >= max_epochs:
+            return "completed"
+        return "stopped_early" if early_stopping else "interrupted"  # FIFO stops nothing early: Ctrl-C did
     return "running" if trial.status in ("RUNNING", "PAUSED") or epochs else "pending"
 
 
 class ReportWriter(tune.Callback):
     """Keeps the report of one study current while Ray Tune runs it."""
 
-    def __init__(self, study: Study, study_dir: Path, experiment_path: str, meta: dict, quiet: bool = False):
+    def __init__(self, study: Study, study_dir: Path, experiment_path: str, meta: dict, quiet: bool = False,
+                 mirror: str | None = None):
+        """`mirror`: a URI the report is copied to after every write (--storage s3://...)."""
         self.study, self.study_dir, self.experiment_path = study, Path(study_dir), experiment_path
+        self.mirror = mirror
         self.meta = {**meta, "started": meta.get("started") or now(), "ended": None}
         self.quiet = quiet
         self.history: dict[str, dict[int, dict]] = {}
@@ -92,8 +122,8 @@ class ReportWriter(tune.Callback):
         return self.study_dir / "report"
 
     def setup(self, **info):
-        if os.path.isdir(self.experiment_path):  # resuming: keep what the earlier run reported
-            self.history = read_result_files(Path(self.experiment_path))
+        # Resuming: keep what the earlier run reported (nothing is found for a new experiment).
+        self.history = read_result_files(self.experiment_path)
         self.meta["ended"] = None
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -140,13 +170,18 @@ class ReportWriter(tune.Callback):
             os.replace(tmp, self.report_dir / name)  # a reader never sees half a file
         counts = trials["outcome"].value_counts().to_dict() if len(trials) else {}
         summary = {"total": len(trials), **{k: int(counts.get(k, 0)) for k in
-                   ("completed", "stopped_early", "diverged", "failed", "running", "pending")}}
+                   ("completed", "stopped_early", "diverged", "failed", "interrupted", "running", "pending")}}
         document = {"study": self.study.to_json(), "varied_keys": self.study.varied_keys(), **self.meta,
                     "experiment_path": str(self.experiment_path), "trials": summary,
                     "versions": versions(), "hardware": hardware()}
         tmp = self.report_dir / "study.json.tmp"
         tmp.write_text(json.dumps(document, indent=2, default=str))
         os.replace(tmp, self.report_dir / "study.json")
+        if self.mirror:
+            try:
+                upload(self.report_dir, self.mirror)
+            except OSError as e:  # storage briefly unreachable: the next write copies it again
+                print(f"warning: could not copy the report to {self.mirror}: {e}", file=sys.stderr, flush=True)
 
     def config_columns(self, config: dict) -> dict:
         config = {k: v for k, v in config.items() if not k.startswith("__")}
@@ -161,7 +196,7 @@ class ReportWriter(tune.Callback):
             config = self.config_columns(trial.config)
             seed = trial.config.get("seed", trial.config.get("__trial_index__", 0))
             row = {"trial_id": trial.trial_id, "status": trial.status,
-                   "outcome": outcome(trial, epochs, self.study.epochs), **config, "seed": seed,
+                   "outcome": outcome(trial, epochs, self.study.epochs, self.study.scheduler == "asha"), **config, "seed": seed,
                    "epochs_run": len(epochs)}
             frame = pd.DataFrame([epochs[e] for e in sorted(epochs)])
             for metric in METRICS:

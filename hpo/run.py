@@ -14,6 +14,7 @@ import json
 import os
 import runpy
 import shutil
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -112,19 +113,57 @@ def _product(grids):
     return itertools.product(*grids.values())
 
 
-def prepare_study_dir(study_dir: Path, args) -> None:
-    experiment = study_dir / "experiment"
+def is_uri(path) -> bool:
+    return bool(path) and "://" in str(path)
+
+
+def storage_exists(path: str) -> bool:
+    """Whether a file or folder exists: a local path, or a URI (s3://, gs://...) read with pyarrow."""
+    if not is_uri(path):
+        return Path(path).exists()
+    import pyarrow.fs
+    fs, fs_path = pyarrow.fs.FileSystem.from_uri(path)
+    return fs.get_file_info(fs_path).type != pyarrow.fs.FileType.NotFound
+
+
+def prepare_study_dir(study_dir: Path, args, storage_path: str | None = None) -> None:
+    """`storage_path`: where Ray Tune keeps the experiment (<storage>/<name>; study_dir unless --storage is a URI)."""
+    storage_path = storage_path or str(study_dir)
+    experiment = f"{storage_path}/experiment"
     if args.resume and args.overwrite:
         raise HpoError("--resume and --overwrite contradict each other: choose one.")
     if args.resume:
-        if not (experiment / "tuner.pkl").exists():
+        if not storage_exists(f"{experiment}/tuner.pkl"):
             raise HpoError(f"--resume: {experiment} holds no interrupted study to continue. Run without --resume.")
         return
-    if study_dir.exists() and any(study_dir.iterdir()):
+    remote = is_uri(storage_path) and storage_exists(storage_path)
+    if remote or (study_dir.exists() and any(study_dir.iterdir())):
         if not args.overwrite:
-            raise HpoError(f"Results for this study already exist in {study_dir}. Add --resume to continue it, "
-                           f"--overwrite to delete them and start again, or --results DIR to write elsewhere.")
-        shutil.rmtree(study_dir)
+            raise HpoError(f"Results for this study already exist in {storage_path if remote else study_dir}. Add "
+                           f"--resume to continue it, --overwrite to delete them and start again, or --results DIR "
+                           f"(--storage URI) to write elsewhere.")
+        if study_dir.exists():
+            shutil.rmtree(study_dir)
+        if remote:
+            import pyarrow.fs
+            fs, fs_path = pyarrow.fs.FileSystem.from_uri(storage_path)
+            fs.delete_dir(fs_path)
+
+
+def in_ray_job() -> bool:
+    return "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ  # set by Ray for the entrypoint of `ray job submit`
+
+
+def check_job_paths(args) -> None:
+    """Inside `ray job submit` the working directory is a temporary copy of the project (Ray's runtime
+    environment): results written there would be lost with it."""
+    if not in_ray_job():
+        return
+    target = args.storage or args.results
+    if not is_uri(target) and not Path(target).is_absolute():
+        raise HpoError(f"This study runs inside `ray job submit`, whose working directory is a temporary copy of "
+                       f"the project: results in {target}/ would be lost. Pass --storage with an absolute path on "
+                       f"a file system every node shares (e.g. --storage /shared/hpo), or a URI (s3://..., gs://...).")
 
 
 def cluster_address(args) -> str | None:
@@ -133,10 +172,18 @@ def cluster_address(args) -> str | None:
 
 def set_ray_environment(args) -> None:
     """Must run before Ray is first imported (study files import it too)."""
-    if not cluster_address(args):
+    address = cluster_address(args)
+    host = (address or "").split("://")[-1].rsplit(":", 1)[0].strip("[]")
+    if not address or host in ("127.0.0.1", "localhost", "::1"):
         # Read by Ray when it is imported: keeps GCS, raylet, dashboard and workers on
-        # loopback (shared/RAY_NOTES.md). Local studies open no ports to the network.
+        # loopback (shared/RAY_NOTES.md). Local studies open no ports to the network, and a
+        # driver joining a cluster at 127.0.0.1 reaches it there, not at this machine's other address.
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    # Ray's `uv run` hook would start every worker with `uv run` in a fresh copy of the project, which
+    # builds a new .venv there for every Ray session (on a cluster: downloads torch on every node).
+    # Workers use the Python of the node that runs them instead: this environment, or the one
+    # `uv run ray start` runs in on a cluster node (README, "Run on a cluster").
+    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
 
@@ -148,7 +195,11 @@ def start_ray(args):
     address = cluster_address(args)
     quiet = {"log_to_driver": False, "logging_level": logging.ERROR}  # our own progress lines say what happens
     if address:
-        ray.init(address=address, **quiet)
+        # Trials on other machines import hpo from a copy of this project that Ray hands to every node
+        # (.gitignore'd files, such as .venv/, data/ and results/, stay here). A `ray job submit` job has
+        # its --working-dir already.
+        runtime_env = None if in_ray_job() else {"working_dir": str(Path(__file__).resolve().parents[1])}
+        ray.init(address=address, runtime_env=runtime_env, **quiet)
     else:
         ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", **quiet)
     return ray
@@ -188,7 +239,8 @@ def build_tuner(study, args, study_dir: Path, experiment_path: str, storage_path
                                reduction_factor=study.reduction_factor)
                  if study.scheduler == "asha" else FIFOScheduler())
     meta = {"study_file": args.study, "command": command_line(), "smoke": args.smoke}
-    writer = ReportWriter(study, study_dir, experiment_path, meta)
+    writer = ReportWriter(study, study_dir, experiment_path, meta,
+                          mirror=f"{storage_path}/report" if is_uri(storage_path) else None)
     run_config = tune.RunConfig(
         name="experiment", storage_path=storage_path, callbacks=[writer], verbose=0,
         # Two, not one: a driver killed between a trial's new checkpoint and the next
@@ -209,8 +261,9 @@ def run(args) -> int:
     study = study.with_overrides(parse_set(args.set))
     if args.smoke:
         study = smoke(study)
-    if args.storage and "://" in args.storage:
-        study_dir = Path(args.results) / study.name
+    check_job_paths(args)
+    if is_uri(args.storage):  # the report is written here and copied to <storage>/<name>/report
+        study_dir = Path(args.results).resolve() / study.name
         storage_path = f"{args.storage.rstrip('/')}/{study.name}"
     else:
         study_dir = Path(args.storage or args.results).resolve() / study.name
@@ -224,18 +277,21 @@ def run(args) -> int:
         from hpo.data import load_raw
         for split in ("train", "test"):
             load_raw(study.dataset, split, args.data_dir)
-    prepare_study_dir(study_dir, args)  # after every check: --overwrite deletes only for a run that starts
+    # After every check: --overwrite deletes only for a run that starts.
+    prepare_study_dir(study_dir, args, storage_path)
     print(f"Study {study.name}: {study.num_trials()} trials of at most {study.epochs} epochs "
           f"({study.search} search, {study.scheduler} scheduler) -> {study_dir}", flush=True)
     start_ray(args)
     tuner = build_tuner(study, args, study_dir, experiment_path, storage_path)
+    handler = signal.getsignal(signal.SIGINT)
     try:
-        tuner.fit()  # Ray Tune turns a first Ctrl-C into a clean stop and returns
-        interrupted = False
+        tuner.fit()
+        # Ray Tune turns a first Ctrl-C into a clean stop (state saved) and returns; its
+        # handler then puts the previous one back, which is how we can tell.
+        interrupted = signal.getsignal(signal.SIGINT) is handler
     except KeyboardInterrupt:
         interrupted = True
     trials = json.loads((study_dir / "report" / "study.json").read_text())["trials"]
-    interrupted = interrupted or trials["running"] + trials["pending"] > 0
     if not args.no_analysis:
         try:
             from analysis import analyse
@@ -243,6 +299,9 @@ def run(args) -> int:
         except Exception as e:  # the study's results are safe; only the tables and figures are missing
             print(f"warning: the analysis failed ({type(e).__name__}: {e}); "
                   f"run it again with: python -m analysis {study_dir}", file=sys.stderr)
+    if is_uri(storage_path):  # next to the experiment, with the analysis's tables and figures
+        from hpo.report import upload
+        upload(study_dir / "report", f"{storage_path}/report")
     if interrupted:
         print(f"\nStopped before the end. The report has what finished: {study_dir / 'report'}\n"
               f"Continue with: python -m hpo.run {args.study} --resume" + _repeat_options(args), flush=True)
@@ -255,6 +314,7 @@ def run(args) -> int:
 def _repeat_options(args) -> str:
     options = [f"--results {args.results}"] if args.results != "results" else []
     options += [f"--storage {args.storage}"] if args.storage else []
+    options += [f"--address {args.address}"] if args.address else []
     options += [f"--set {s}" for s in args.set] + (["--smoke"] if args.smoke else [])
     return "".join(" " + o for o in options)
 

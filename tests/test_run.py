@@ -118,3 +118,28 @@ def test_resume_after_killed_driver_finishes_without_rerunning(tmp_path, fake_mn
     kept = before_epochs[before_epochs["trial_id"].isin(done_before)].reset_index(drop=True)
     after = epochs[epochs["trial_id"].isin(done_before)].reset_index(drop=True)
     pd.testing.assert_frame_equal(kept, after)
+
+
+def test_ctrl_c_stops_cleanly_with_a_report_and_the_resume_command(tmp_path, fake_mnist_dir):
+    study = write_study(tmp_path, """
+        study = Study(name="interrupted", dataset="mnist", model="mnist_cnn",
+                      space={"lr": tune.grid_search([0.01, 0.02, 0.03, 0.04])}, epochs=40)
+    """)
+    results = tmp_path / "results"
+    args = [sys.executable, "-m", "hpo.run", study, "--results", results, "--data-dir", fake_mnist_dir,
+            "--max-concurrent", 1]
+    driver = subprocess.Popen(list(map(str, args)), cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    trials_csv = results / "interrupted" / "report" / "trials.csv"
+    deadline = time.time() + 240
+    while not (trials_csv.exists() and (pd.read_csv(trials_csv)["outcome"] == "completed").any()):
+        assert time.time() < deadline and driver.poll() is None, "no trial finished in time"
+        time.sleep(0.5)
+    driver.send_signal(signal.SIGINT)  # what Ctrl-C sends
+    output, _ = driver.communicate(timeout=180)
+    assert driver.returncode == 130, output[-3000:]
+    assert "Traceback" not in output
+    assert f"python -m hpo.run {study} --resume" in output
+    trials, _, _ = report(results, "interrupted")
+    assert (trials["outcome"] == "completed").sum() >= 1 and len(trials) <= 4
+    assert (results / "interrupted" / "report" / "report.html").exists()  # analysed what finished
