@@ -37,6 +37,8 @@ def number(name: str, v) -> str:
     if v is None or pd.isna(v):
         return "–"
     v = float(v)
+    if name == "importance":
+        return f"{v:.3f}"
     if is_accuracy(name):
         return f"{100 * v:.2f}%"
     if is_loss(name):

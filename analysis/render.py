@@ -122,10 +122,9 @@ body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
        padding: 1.5em 2em 4em; max-width: 1500px; }
 h1 { font-size: 1.7em; margin-bottom: .2em; } h2 { margin-top: 2em; border-bottom: 2px solid #ddd; }
 nav { font-size: .9em; color: #555; } nav a { margin-right: 1em; }
-.scroll { overflow-x: auto; margin: .6em 0 1.4em; }
+.scroll { overflow-x: auto; margin: 0 0 1.4em; }
 table { border-collapse: collapse; font-size: 13px; font-variant-numeric: tabular-nums; }
-caption { caption-side: top; text-align: left; padding: .3em 0; color: #444; }
-caption b { color: #222; }
+p.tcap { font-size: 13px; color: #444; margin: 1.4em 0 .3em; } p.tcap b { color: #222; }
 th, td { padding: 4px 9px; border-bottom: 1px solid #e3e3e3; text-align: right; vertical-align: top;
          white-space: nowrap; }
 th { background: #f3f4f6; position: sticky; top: 0; cursor: pointer; user-select: none; }
@@ -179,9 +178,10 @@ def _paragraph(text: str) -> str:
 
 
 def _html_table(t: Table) -> str:
-    caption = f"<caption><b>{html.escape(t.title)}.</b> {html.escape(t.full_caption)}</caption>"
+    # Above the table, not a <caption>: a caption wraps at the width of a narrow table.
+    caption = f'<p class="tcap"><b>{html.escape(t.title)}.</b> {html.escape(t.full_caption)}</p>'
     if t.data.empty:
-        return f'<div class="scroll"><table>{caption}<tbody><tr><td class="text">(none yet)</td></tr></tbody></table></div>'
+        return f'{caption}<div class="scroll"><table><tbody><tr><td class="text">(none yet)</td></tr></tbody></table></div>'
     headers, rows, keys = view(t.shown)
     verdicts = t.data["verdict"].tolist()[:len(rows)] if "verdict" in t.data else [""] * len(rows)
     text = [all(row[i] is None for row in keys) for i in range(len(headers))]  # left-aligned columns
@@ -192,7 +192,7 @@ def _html_table(t: Table) -> str:
         cls = {"best": "best", "tied": "tied", "worse": "worse"}.get(verdict, "")
         tds = "".join(_td(c, k) for c, k in zip(row, row_keys))
         body.append(f'<tr class="{cls}">{tds}</tr>' if cls else f"<tr>{tds}</tr>")
-    return (f'<div class="scroll"><table class="sortable">{caption}<thead><tr>{head}</tr></thead>'
+    return (f'{caption}<div class="scroll"><table class="sortable"><thead><tr>{head}</tr></thead>'
             f"<tbody>{''.join(body)}</tbody></table></div>")
 
 

@@ -268,7 +268,7 @@ def test_checkpoint_figures_from_a_real_trial(tmp_path, fake_mnist_dir):
     from analysis.tables import Skipped
     from hpo.trainable import RunSettings, train_epochs
 
-    settings = RunSettings("mnist", "mnist_net", epochs=1, data_dir=str(fake_mnist_dir), max_train=256, max_eval=64)
+    settings = RunSettings("mnist", "mnist_net", epochs=1, data_dir=str(fake_mnist_dir), max_train=64, max_eval=64)
     *_, (_, trained) = train_epochs({"batch_size": 64, "lr": 0.05, "seed": 0}, settings, device="cpu")
     trials = [trial("ab12c_00000", {"batch_size": 64}, 0, 0.5, 1), trial("ab12c_00001", {"batch_size": 32}, 0, 0.4, 1)]
     folder = write_study(tmp_path / "real", trials, varied=["batch_size"])
