@@ -18,7 +18,7 @@ class AnalysisError(Exception):
 
 
 # In the order the report lists them; the first three have numbers to compare.
-OUTCOMES = ("completed", "stopped_early", "diverged", "failed", "running", "pending")
+OUTCOMES = ("completed", "stopped_early", "diverged", "failed", "interrupted", "running", "pending")
 FINISHED = ("completed", "stopped_early", "diverged")
 # For reports written before `outcome` existed.
 STATUS_OUTCOME = {"TERMINATED": "completed", "ERROR": "failed", "RUNNING": "running",

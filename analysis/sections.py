@@ -116,11 +116,12 @@ def _trials_section(data: StudyData) -> Section:
     finished = len(data.finished)
     text.append(f"The tables below count the {finished} finished trials (completed, stopped early or diverged)"
                 " with a value of the metric.")
-    unfinished = n.get("running", 0) + n.get("pending", 0)
+    unfinished = n.get("running", 0) + n.get("pending", 0) + n.get("interrupted", 0)
     if unfinished:
-        text.append(f"Note: {unfinished} trials are running or pending: their numbers are not final and are"
-                    " left out of the tables (their epochs so far are in the learning curves). Run the analysis"
-                    " again when the study ends.")
+        text.append(f"Note: {unfinished} trials are running, pending or interrupted: their numbers are not final and"
+                    " are left out of the tables (their epochs so far are in the learning curves). Run the analysis"
+                    " again when the study ends (an interrupted study continues with `python -m hpo.run STUDY.py"
+                    " --resume`).")
     out = [Table("Trials by outcome", counts, sheet="outcomes")]
     problems = tables.problem_table(data)
     if not problems.empty:

@@ -43,7 +43,7 @@ def trial(trial_id: str, config: dict, seed: int, best: float, epochs: int, outc
           error: str = "") -> tuple[dict, list[dict]]:
     """A trials.csv row and its epochs.csv rows."""
     status = {"completed": "TERMINATED", "stopped_early": "TERMINATED", "diverged": "TERMINATED",
-              "failed": "ERROR", "running": "RUNNING", "pending": "PENDING"}[outcome]
+              "failed": "ERROR", "interrupted": "TERMINATED", "running": "RUNNING", "pending": "PENDING"}[outcome]
     rows = [epoch_row(best, epochs, e) for e in range(1, epochs + 1)]
     cfg = {f"config/{k}": v for k, v in config.items()}
     row = {"trial_id": trial_id, "status": status, "outcome": outcome, **cfg, "seed": seed, "epochs_run": epochs}
@@ -204,18 +204,20 @@ def test_partial_study(tmp_path):
               trial("d", {"batch_size": 100}, 1, 0.0, 0, outcome="failed",
                     error="RuntimeError: CUDA out of memory"),
               trial("e", {"batch_size": 200}, 0, 0.2, 3, outcome="diverged", error="loss became nan"),
-              trial("f", {"batch_size": 200}, 1, 0.0, 0, outcome="pending")]
+              trial("f", {"batch_size": 200}, 1, 0.0, 0, outcome="pending"),
+              trial("g", {"batch_size": 400}, 0, 0.9, 2, outcome="interrupted")]
     folder = write_study(tmp_path / "partial", trials, varied=["batch_size"], ended=None)
     lines = []
     out = analyse(folder, log=lines.append)
     assert lines[-1].startswith("report: ") and lines[-1].endswith("report.html")
     md = (out / "report.md").read_text()
-    assert "6 trials: 2 completed, 1 diverged, 1 failed, 1 running, 1 pending." in md
+    assert "7 trials: 2 completed, 1 diverged, 1 failed, 1 interrupted, 1 running, 1 pending." in md
+    assert "3 trials are running, pending or interrupted" in md
     assert "CUDA out of memory" in md and "loss became nan" in md
     sheets = pd.read_excel(out / "tables.xlsx", sheet_name=None)
     counts = sheets["outcomes"].iloc[0]
-    assert counts["running"] == 1 and counts["failed"] == 1 and counts["total"] == 6
-    # The running trial is left out of the comparison; the diverged one is in it.
+    assert counts["running"] == 1 and counts["failed"] == 1 and counts["interrupted"] == 1 and counts["total"] == 7
+    # Running and interrupted trials are left out of the comparison; the diverged one is in it.
     assert sorted(sheets["configurations"]["batch_size"]) == [50, 200]
 
 
