@@ -152,12 +152,6 @@ def importance_table(data: StudyData) -> tuple[pd.DataFrame, str]:
 def _evaluator():
     import optuna.importance as imp
 
-    try:
-        import sklearn  # noqa: F401  (fANOVA's random forest)
-    except ImportError:
-        return imp.PedAnovaImportanceEvaluator(), (
-            "PED-ANOVA (optuna.importance.PedAnovaImportanceEvaluator); fANOVA was not used because it needs"
-            " scikit-learn, which is not installed")
     return imp.FanovaImportanceEvaluator(seed=0), "fANOVA (optuna.importance.FanovaImportanceEvaluator, seed 0)"
 
 
