@@ -308,18 +308,39 @@ class Data:
     test: Split
 
 
-def _split(x: torch.Tensor, y: torch.Tensor, info: DatasetInfo, device) -> Split:
+def normalization(info: DatasetInfo, normalize="dataset") -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) per channel: "dataset" = the dataset's own, "none" = pixels stay in [0, 1],
+    [mean, std] = a write-up's transforms.Normalize (numbers, or one per channel), e.g. [0.5, 0.5]."""
+    if normalize in (None, "dataset"):
+        return info.mean, info.std
+    if normalize == "none":
+        return (0.0,) * info.channels, (1.0,) * info.channels
+    try:
+        mean, std = ((float(v),) * info.channels if isinstance(v, (int, float)) else tuple(map(float, v))
+                     for v in normalize)
+    except (TypeError, ValueError):
+        mean = std = ()
+    if len(mean) != info.channels or len(std) != info.channels or min(std) <= 0:
+        raise HpoError(f"normalize={normalize!r} does not fit {info.name} ({info.channels} channel(s)): use "
+                       f"\"dataset\", \"none\" or [mean, std] with a number or {info.channels} numbers each, std > 0.")
+    return mean, std
+
+
+def _split(x: torch.Tensor, y: torch.Tensor, info: DatasetInfo, device, normalize="dataset") -> Split:
     # Move as uint8 (4x less to copy), then convert and normalise once on the device.
     x = x.to(device).float().div_(255)
-    mean = torch.tensor(info.mean, device=x.device).view(1, -1, 1, 1)
-    std = torch.tensor(info.std, device=x.device).view(1, -1, 1, 1)
+    mean, std = normalization(info, normalize)
+    mean = torch.tensor(mean, device=x.device).view(1, -1, 1, 1)
+    std = torch.tensor(std, device=x.device).view(1, -1, 1, 1)
     return Split(x.sub_(mean).div_(std), y.to(device))
 
 
 def load_data(name: str, *, data_dir=None, val_fraction: float = 1 / 6, device="cpu",
-              max_train: int | None = None, max_eval: int | None = None) -> Data:
-    """Train/val split of the training set (fixed seed: the same for every trial), plus the test set."""
+              max_train: int | None = None, max_eval: int | None = None, normalize="dataset") -> Data:
+    """Train/val split of the training set (fixed seed: the same for every trial), plus the test set.
+    `normalize`: see `normalization`."""
     info = _check_name(name)
+    normalization(info, normalize)  # a bad value fails before any file is read
     if not 0 < val_fraction < 1:
         raise HpoError(f"val_fraction must lie strictly between 0 and 1, got {val_fraction}.")
     x, y = load_raw(name, "train", data_dir)
@@ -333,9 +354,9 @@ def load_data(name: str, *, data_dir=None, val_fraction: float = 1 / 6, device="
     test_idx = torch.randperm(len(yt), generator=g)[:max_eval]  # capped test sets sample all classes too
     return Data(
         info,
-        train=_split(x[train_idx], y[train_idx], info, device),
-        val=_split(x[val_idx], y[val_idx], info, device),
-        test=_split(xt[test_idx], yt[test_idx], info, device),
+        train=_split(x[train_idx], y[train_idx], info, device, normalize),
+        val=_split(x[val_idx], y[val_idx], info, device, normalize),
+        test=_split(xt[test_idx], yt[test_idx], info, device, normalize),
     )
 
 
