@@ -209,7 +209,7 @@ def build_tuner(study, args, study_dir: Path, experiment_path: str, storage_path
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search import Repeater
+    from ray.tune.search import BasicVariantGenerator, Repeater
     from ray.tune.search.optuna import OptunaSearch
     import optuna
 
@@ -225,7 +225,10 @@ def build_tuner(study, args, study_dir: Path, experiment_path: str, storage_path
                                     {"cpu": args.cpus_per_trial, "gpu": gpus})
     space = dict(study.space)
     num_samples, search_alg = study.num_samples, None
-    if study.search == "grid":
+    has_grid = any(isinstance(v, dict) and "grid_search" in v for v in space.values())
+    if study.search == "grid" or (study.search == "random" and has_grid):
+        # Ray's own variant generator: grids, and random samplers drawn num_samples times per grid point.
+        search_alg = BasicVariantGenerator(random_state=0)
         if study.seeds > 1 and "seed" not in space:
             space["seed"] = tune.grid_search(list(range(study.seeds)))
     else:

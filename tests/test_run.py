@@ -143,3 +143,18 @@ def test_ctrl_c_stops_cleanly_with_a_report_and_the_resume_command(tmp_path, fak
     trials, _, _ = report(results, "interrupted")
     assert (trials["outcome"] == "completed").sum() >= 1 and len(trials) <= 4
     assert (results / "interrupted" / "report" / "report.html").exists()  # analysed what finished
+
+
+def test_seeds_repeat_each_sampled_configuration(tmp_path, fake_mnist_dir):
+    """Random/Optuna studies with seeds=N run every sampled configuration N times (Ray's Repeater)."""
+    study = write_study(tmp_path, """
+        study = Study(name="repeats", dataset="mnist", model="mnist_cnn",
+                      space={"lr": tune.loguniform(1e-3, 1e-1), "momentum": 0.5},
+                      epochs=1, search="optuna", num_samples=2, seeds=2)
+    """)
+    hpo_run(study, "--results", tmp_path / "results", "--data-dir", fake_mnist_dir, "--no-analysis")
+    trials, _, _ = report(tmp_path / "results", "repeats")
+    assert len(trials) == 4 and set(trials["outcome"]) == {"completed"}
+    by_lr = trials.groupby("config/lr")["seed"].apply(sorted).tolist()
+    assert by_lr == [[0, 1], [0, 1]]  # two configurations, each with seeds 0 and 1
+    assert (trials["config/momentum"] == 0.5).all()
