@@ -201,7 +201,9 @@ def start_ray(args):
         runtime_env = None if in_ray_job() else {"working_dir": str(Path(__file__).resolve().parents[1])}
         ray.init(address=address, runtime_env=runtime_env, **quiet)
     else:
-        ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", **quiet)
+        # "local": a new Ray of our own, even where `ray start` left its address in /tmp/ray for
+        # ray.init() to join.
+        ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1", **quiet)
     return ray
 
 
