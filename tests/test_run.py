@@ -108,7 +108,8 @@ def test_resume_after_killed_driver_finishes_without_rerunning(tmp_path, fake_mn
     done_before = set(before.loc[before["outcome"] == "completed", "trial_id"])
 
     again = hpo_run(study, "--results", results, "--data-dir", fake_mnist_dir, "--no-analysis", "--resume")
-    assert "already exist" in hpo_run(study, "--results", results, check=False).stderr  # no silent rerun
+    rerun = hpo_run(study, "--results", results, "--data-dir", fake_mnist_dir, check=False)
+    assert "already exist" in rerun.stderr  # no silent rerun
 
     trials, epochs, _ = report(results, "resumable")
     assert len(trials) == 4 and set(trials["outcome"]) == {"completed"}
