@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # each test starts Ray and runs a study: about a minute
 
 
 def write_study(tmp_path: Path, body: str, name: str = "study.py") -> Path:
