@@ -191,7 +191,7 @@ class ReportWriter(tune.Callback):
 
     def tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         trial_rows, epoch_rows = [], []
-        for trial in self.trials:
+        for trial in sorted(self.trials, key=lambda t: t.trial_id):  # one order, also after --resume
             epochs = self.history.get(trial.trial_id, {})
             config = self.config_columns(trial.config)
             seed = trial.config.get("seed", trial.config.get("__trial_index__", 0))
