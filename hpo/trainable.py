@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import tempfile
 import time
@@ -19,11 +20,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
 
-import torch
-import torch.nn.functional as F
+# OpenMP threads that spin while they wait (libgomp's default) collapse when other processes share the
+# cores: LeNet-5 on a busy 2-core machine trained at ~400 samples/s with 2 spinning threads, ~8,000 with
+# 1 thread, and as fast or faster with 2 passive ones (bench/README.md, "threads"). Read once, when torch
+# loads libgomp, so it must be set before torch is first imported; an explicit setting wins. (Under Ray a
+# trial gets OMP_NUM_THREADS = its CPUs, and one thread does not wait on others.)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from hpo.errors import HpoError
-from hpo.study import METRICS, TRAINABLE_KEYS
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from hpo.errors import HpoError  # noqa: E402
+from hpo.study import METRICS, TRAINABLE_KEYS  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -47,13 +55,15 @@ def trial_options(config: dict) -> tuple[dict, dict]:
     return keys, options
 
 
-def make_optimizer(name: str, params, lr: float, momentum: float, weight_decay: float):
+def make_optimizer(name: str, params, lr: float, momentum: float, weight_decay: float, fused: bool | None = None):
+    """`fused`: one kernel for the whole update (sgd, adam, adamw; None = PyTorch's default, foreach).
+    On a GPU a small model's step is bound by kernel launches, so the trainable fuses there."""
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, fused=fused)
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused)
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused)
     if name == "rmsprop":
         return torch.optim.RMSprop(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     raise HpoError(f"Unknown optimizer {name!r}; allowed: sgd, adam, adamw, rmsprop.")
@@ -81,8 +91,9 @@ class Trial:
         self.model_name = k["model"] or settings.model
         self.model = build_model(self.model_name, in_channels=info.channels, num_classes=info.num_classes,
                                  image_size=k["resize"] or info.size, **model_options).to(self.device)
+        self.fused = self.device.type == "cuda" or None  # see make_optimizer
         self.optimizer = make_optimizer(k["optimizer"], self.model.parameters(), k["lr"], k["momentum"],
-                                        k["weight_decay"])
+                                        k["weight_decay"], fused=self.fused)
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=1, gamma=k["lr_gamma"])
         # Mixed precision only pays (and only exists in fp16 form) on a GPU.
         self.amp = bool(k["amp"]) and self.device.type == "cuda"
@@ -96,7 +107,10 @@ class Trial:
 
     def train_one_epoch(self) -> dict:
         self.model.train()
-        total_loss = correct = seen = 0
+        # Sums stay on the device, added in place: no per-batch sync with the host, few kernels.
+        total_loss = torch.zeros((), device=self.device)
+        correct = torch.zeros((), dtype=torch.long, device=self.device)
+        seen = 0
         start = time.perf_counter()
         for x, y in self.batches(self.data.train, train=True):
             with torch.autocast(self.device.type, enabled=self.amp):
@@ -105,9 +119,8 @@ class Trial:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            # Sums stay on the device: no per-batch sync with the host.
-            total_loss = total_loss + loss.detach() * len(y)
-            correct = correct + (out.argmax(1) == y).sum()
+            total_loss.add_(loss.detach(), alpha=len(y))
+            correct.add_((out.argmax(1) == y).sum())
             seen += len(y)
         total_loss, correct = float(total_loss), int(correct)
         train_time = time.perf_counter() - start
@@ -149,6 +162,9 @@ class Trial:
         self.epoch = state["epoch"]
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        for group in self.optimizer.param_groups:  # a checkpoint from another device type: fuse as this one does
+            if "fused" in group:
+                group["fused"] = self.fused
         self.scheduler.load_state_dict(state["scheduler"])
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
