@@ -138,7 +138,8 @@ class ReportWriter(tune.Callback):
         if not self.quiet:
             done = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
             metric = self.study.metric
-            print(f"[{done}/{len(trials)} trials done] {trial.trial_id} epoch {result['epoch']}/{self.study.epochs}"
+            total = max(len(trials), self.study.num_trials())  # Optuna creates trials as it goes
+            print(f"[{done}/{total} trials done] {trial.trial_id} epoch {result['epoch']}/{self.study.epochs}"
                   f"  {metric} {fmt(value)}  best {fmt(self.best)}  ({result.get('epoch_time_s', 0):.1f} s/epoch)",
                   flush=True)
         if time.monotonic() - self.last_write > 10:  # so a killed driver still leaves a recent report

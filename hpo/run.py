@@ -11,6 +11,7 @@ import argparse
 import ast
 import dataclasses
 import json
+import math
 import os
 import runpy
 import shutil
@@ -99,18 +100,13 @@ def smoke(study):
     """The same study, shrunk to a quick check of the whole pipeline."""
     space = dict(study.space)
     grids = {k: list(v["grid_search"]) for k, v in space.items() if isinstance(v, dict) and "grid_search" in v}
-    while study.search == "grid" and grids and len(list(_product(grids))) > SMOKE_TRIALS:
+    while study.search == "grid" and grids and math.prod(map(len, grids.values())) > SMOKE_TRIALS:
         longest = max(grids, key=lambda k: len(grids[k]))
         grids[longest].pop()  # keep the first values: the smoke study still varies what the study varies
     space.update({k: {"grid_search": v} for k, v in grids.items()})
     samples = 1 if study.search == "grid" else min(study.num_samples, SMOKE_TRIALS)
     return dataclasses.replace(study, space=space, epochs=min(study.epochs, SMOKE_EPOCHS), num_samples=samples,
                                seeds=1, grace_period=1)
-
-
-def _product(grids):
-    import itertools
-    return itertools.product(*grids.values())
 
 
 def is_uri(path) -> bool:

@@ -335,7 +335,7 @@ class Study:
         return math.prod(sizes) if sizes else 1
 
     def num_trials(self) -> int:
-        per_config = self.grid_size() if self.search == "grid" else 1
+        per_config = self.grid_size() if self.search != "optuna" else 1  # random search draws per grid point
         return per_config * self.num_samples * self.seeds
 
     def to_json(self) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -154,9 +155,11 @@ def test_seeds_repeat_each_sampled_configuration(tmp_path, fake_mnist_dir):
                       space={"lr": tune.loguniform(1e-3, 1e-1), "momentum": 0.5},
                       epochs=1, search="optuna", num_samples=2, seeds=2)
     """)
-    hpo_run(study, "--results", tmp_path / "results", "--data-dir", fake_mnist_dir, "--no-analysis")
+    out = hpo_run(study, "--results", tmp_path / "results", "--data-dir", fake_mnist_dir, "--no-analysis").stdout
     trials, _, _ = report(tmp_path / "results", "repeats")
     assert len(trials) == 4 and set(trials["outcome"]) == {"completed"}
+    # progress counts the planned trials, though Optuna creates them one by one
+    assert set(re.findall(r"\[\d+/(\d+) trials done\]", out)) == {"4"}, out
     by_lr = trials.groupby("config/lr")["seed"].apply(sorted).tolist()
     assert by_lr == [[0, 1], [0, 1]]  # two configurations, each with seeds 0 and 1
     assert (trials["config/momentum"] == 0.5).all()

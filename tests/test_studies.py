@@ -75,6 +75,20 @@ def test_fashion_lenet5_has_the_write_up_s_three_models():
     assert study.seeds >= 3 and study.num_trials() == 3 * study.seeds
 
 
+def test_planned_trial_counts():
+    from hpo import Study
+    from ray import tune
+
+    grid = {"lr": tune.grid_search([0.01, 0.1]), "momentum": tune.uniform(0.1, 0.9)}
+    assert Study(name="g", dataset="mnist", model="fc2", space=grid, seeds=3).num_trials() == 6
+    # random search draws num_samples configurations per grid point (Ray's BasicVariantGenerator)
+    assert Study(name="r", dataset="mnist", model="fc2", space=grid, search="random", num_samples=4,
+                 seeds=2).num_trials() == 16
+    tpe = {"lr": tune.loguniform(1e-3, 1e-1)}
+    assert Study(name="o", dataset="mnist", model="fc2", space=tpe, search="optuna", num_samples=5,
+                 seeds=2).num_trials() == 10
+
+
 def test_variants_resolve_per_trial_in_ray_tune():
     from ray.tune.search.variant_generator import generate_variants
 
