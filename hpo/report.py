@@ -116,6 +116,7 @@ class ReportWriter(tune.Callback):
         self.trials: list = []
         self.best: float | None = None
         self.last_write = 0.0
+        self.environment = {"versions": versions(), "hardware": hardware()}  # once: writes happen in Tune's loop
 
     @property
     def report_dir(self) -> Path:
@@ -174,7 +175,7 @@ class ReportWriter(tune.Callback):
                    ("completed", "stopped_early", "diverged", "failed", "interrupted", "running", "pending")}}
         document = {"study": self.study.to_json(), "varied_keys": self.study.varied_keys(), **self.meta,
                     "experiment_path": str(self.experiment_path), "trials": summary,
-                    "versions": versions(), "hardware": hardware()}
+                    **self.environment}
         tmp = self.report_dir / "study.json.tmp"
         tmp.write_text(json.dumps(document, indent=2, default=str))
         os.replace(tmp, self.report_dir / "study.json")
