@@ -89,16 +89,17 @@ def error_line(trial) -> str:
     return (trial.last_result or {}).get("error") or ""
 
 
-def outcome(trial, epochs: dict[int, dict], max_epochs: int, early_stopping: bool) -> str:
+def outcome(trial, epochs: dict[int, dict], study: Study) -> str:
     last = epochs[max(epochs)] if epochs else {}
     if trial.status == "ERROR" or (trial.last_result or {}).get("error"):
         return "failed"
     if last.get("diverged"):
         return "diverged"
     if trial.status == "TERMINATED":
-        if len(epochs) >= max_epochs:
+        if len(epochs) >= study.epochs:
             return "completed"
-        return "stopped_early" if early_stopping else "interrupted"  # FIFO stops nothing early: Ctrl-C did
+        # The scheduler stops a trial only at one of its rungs; anywhere else Ctrl-C did.
+        return "stopped_early" if len(epochs) in study.asha_rungs() else "interrupted"
     return "running" if trial.status in ("RUNNING", "PAUSED") or epochs else "pending"
 
 
@@ -198,7 +199,7 @@ class ReportWriter(tune.Callback):
             config = self.config_columns(trial.config)
             seed = trial.config.get("seed", trial.config.get("__trial_index__", 0))
             row = {"trial_id": trial.trial_id, "status": trial.status,
-                   "outcome": outcome(trial, epochs, self.study.epochs, self.study.scheduler == "asha"), **config, "seed": seed,
+                   "outcome": outcome(trial, epochs, self.study), **config, "seed": seed,
                    "epochs_run": len(epochs)}
             frame = pd.DataFrame([epochs[e] for e in sorted(epochs)])
             for metric in METRICS:

@@ -334,6 +334,16 @@ class Study:
         sizes = [len(v["grid_search"]) for v in self.space.values() if isinstance(v, dict) and "grid_search" in v]
         return math.prod(sizes) if sizes else 1
 
+    def asha_rungs(self) -> set[int]:
+        """The epochs at which ASHA may stop a trial (Ray's ASHAScheduler milestones, one bracket)."""
+        if self.scheduler != "asha":
+            return set()
+        rungs, epoch = set(), self.grace_period
+        while epoch < self.epochs:
+            rungs.add(epoch)
+            epoch *= self.reduction_factor
+        return rungs
+
     def num_trials(self) -> int:
         per_config = self.grid_size() if self.search != "optuna" else 1  # random search draws per grid point
         return per_config * self.num_samples * self.seeds
