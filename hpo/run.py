@@ -250,6 +250,7 @@ def build_tuner(study, args, study_dir: Path, experiment_path: str, storage_path
         failure_config=tune.FailureConfig(max_failures=args.max_failures))
     tune_config = tune.TuneConfig(metric=study.metric, mode=study.mode, search_alg=search_alg, scheduler=scheduler,
                                   num_samples=num_samples, max_concurrent_trials=args.max_concurrent,
+                                  time_budget_s=study.time_budget_min and study.time_budget_min * 60,
                                   reuse_actors=True)
     if args.resume:
         return tune.Tuner.restore(experiment_path, trainable=trainable, resume_unfinished=True)
@@ -307,8 +308,12 @@ def run(args) -> int:
         print(f"\nStopped before the end. The report has what finished: {study_dir / 'report'}\n"
               f"Continue with: python -m hpo.run {args.study} --resume" + _repeat_options(args), flush=True)
         return 130
+    unfinished = trials["total"] - sum(trials[k] for k in ("completed", "stopped_early", "diverged", "failed"))
+    budget = (f", {unfinished} not finished when the {study.time_budget_min:g}-minute time budget ran out"
+              if study.time_budget_min and unfinished else "")
     print(f"Done: {trials['completed']} trials completed, {trials['stopped_early']} stopped early, "
-          f"{trials['diverged']} diverged, {trials['failed']} failed. Report: {study_dir / 'report'}", flush=True)
+          f"{trials['diverged']} diverged, {trials['failed']} failed{budget}. Report: {study_dir / 'report'}",
+          flush=True)
     return 0
 
 

@@ -205,6 +205,7 @@ class Study:
     seeds: int = 1
     grace_period: int = 1          # ASHA: epochs every trial runs before it can be stopped
     reduction_factor: int = 3      # ASHA: 1/reduction_factor of trials survive each rung
+    time_budget_min: float | None = None  # stop the whole study after this many minutes (Ray's time_budget_s)
     description: str = ""          # filled from the study file's docstring when empty
 
     def __post_init__(self):
@@ -225,6 +226,8 @@ class Study:
         for name in ("epochs", "num_samples", "seeds", "grace_period", "reduction_factor"):
             if not _positive_int(getattr(self, name)):
                 fail(name, f"must be an integer > 0; got {getattr(self, name)!r}.")
+        if self.time_budget_min is not None and not _positive(self.time_budget_min):
+            fail("time_budget_min", f"must be a number of minutes > 0, or None; got {self.time_budget_min!r}.")
         if not isinstance(self.space, dict):
             fail("space", f"must be a dict of space keys to constants or tune.* samplers; got {type(self.space).__name__}.")
         self._check_variants()

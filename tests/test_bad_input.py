@@ -57,6 +57,7 @@ CASES = {
     "zero epochs": (good(epochs="0"), ["'epochs'", "integer > 0"]),
     "zero samples": (good(extra=", num_samples=0"), ["'num_samples'", "integer > 0"]),
     "zero seeds": (good(extra=", seeds=0"), ["'seeds'", "integer > 0"]),
+    "negative time budget": (good(extra=", time_budget_min=-5"), ["'time_budget_min'", "minutes > 0"]),
     "metric not reported": (good(extra=', metric="accuracy"'), ["'metric'", "val_acc", "Did you mean"]),
     "bad mode": (good(extra=', mode="maximize"'), ["'mode'", "min, max"]),
     "asha on a metric not reported each epoch": (good(extra=', scheduler="asha", metric="best_val_acc"'),

@@ -163,3 +163,18 @@ def test_seeds_repeat_each_sampled_configuration(tmp_path, fake_mnist_dir):
     by_lr = trials.groupby("config/lr")["seed"].apply(sorted).tolist()
     assert by_lr == [[0, 1], [0, 1]]  # two configurations, each with seeds 0 and 1
     assert (trials["config/momentum"] == 0.5).all()
+
+
+def test_time_budget_ends_the_study_and_says_what_did_not_finish(tmp_path, fake_mnist_dir):
+    """time_budget_min is Ray Tune's time_budget_s: the study stops when it runs out, and exits 0."""
+    study = write_study(tmp_path, """
+        study = Study(name="budget", dataset="mnist", model="mnist_cnn",
+                      space={"lr": tune.grid_search([0.01, 0.02, 0.03, 0.04, 0.05, 0.06]), "momentum": 0.5},
+                      epochs=200, time_budget_min=0.5)
+    """)
+    out = hpo_run(study, "--results", tmp_path / "results", "--data-dir", fake_mnist_dir, "--no-analysis",
+                  "--max-concurrent", 1).stdout
+    trials, epochs, _ = report(tmp_path / "results", "budget")
+    assert "completed" not in set(trials["outcome"]) and len(epochs) > 0
+    assert set(trials["outcome"]) <= {"interrupted", "pending"}
+    assert "time budget ran out" in out, out
