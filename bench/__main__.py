@@ -71,6 +71,9 @@ def table(document: dict) -> str:
             where = hw.get("gpu") or hw.get("cpu")
             rows.append(f"{section}: {where}, {hw.get('cpus')} CPUs, load {hw.get('load_average')}, "
                         f"measured {(document.get(section) or {}).get('date')}")
+            if hw.get("bytecode_cache") is False:
+                rows.append(f"{section}: no compiled bytecode installed (run `uv sync --compile-bytecode`): "
+                            "every trial worker compiled torch and Ray Tune from source")
     return "\n".join(rows)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import platform
 import statistics
@@ -54,7 +55,9 @@ def hardware(device: str = "cpu") -> dict:
     info = {"cpu": cpu_name(), "cpus": len(os.sched_getaffinity(0)), "load_average": load_average(),
             "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-            "bytecode_cache": not os.environ.get("PYTHONDONTWRITEBYTECODE")}
+            # Without installed .pyc files every new Python (each Ray trial actor) compiles torch and ray.tune
+            # from source where it may not write them (PYTHONDONTWRITEBYTECODE): trial_overhead_s doubles.
+            "bytecode_cache": os.path.exists(importlib.util.cache_from_source(torch.__file__))}
     if device.startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
         try:
