@@ -226,7 +226,8 @@ def build_tuner(study, args, study_dir: Path, experiment_path: str, storage_path
     has_grid = any(isinstance(v, dict) and "grid_search" in v for v in space.values())
     if study.search == "grid" or (study.search == "random" and has_grid):
         # Ray's own variant generator: grids, and random samplers drawn num_samples times per grid point.
-        search_alg = BasicVariantGenerator(random_state=0)
+        # It takes the concurrency limit itself: Tune ignores max_concurrent_trials for a generator passed in.
+        search_alg = BasicVariantGenerator(random_state=0, max_concurrent=args.max_concurrent or 0)
         if study.seeds > 1 and "seed" not in space:
             space["seed"] = tune.grid_search(list(range(study.seeds)))
     else:

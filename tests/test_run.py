@@ -3,6 +3,7 @@ on small datasets written in the real IDX format."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -46,8 +47,12 @@ def test_grid_study_with_seeds_gives_every_trial_and_epoch(tmp_path, fake_mnist_
                       space={"batch_size": tune.grid_search([32, 64]), "lr": 0.05, "momentum": 0.5},
                       epochs=2, seeds=2)
     """)
-    out = hpo_run(study, "--results", tmp_path / "results", "--data-dir", fake_mnist_dir, "--no-analysis")
+    out = hpo_run(study, "--results", tmp_path / "results", "--data-dir", fake_mnist_dir, "--no-analysis",
+                  "--max-concurrent", 1)
     trials, epochs, meta = report(tmp_path / "results", "grid")
+    # --max-concurrent 1 holds for a grid too: each trial's progress lines form one block, never interleaved
+    blocks = [t for t, _ in itertools.groupby(re.findall(r"\] (\S+) epoch \d", out.stdout))]
+    assert len(blocks) == len(set(blocks)) == 4, out.stdout
     assert len(trials) == 4 and set(trials["outcome"]) == {"completed"}
     assert sorted(zip(trials["config/batch_size"], trials["seed"])) == [(32, 0), (32, 1), (64, 0), (64, 1)]
     assert len(epochs) == 8 and sorted(epochs.groupby("trial_id")["epoch"].apply(list).map(tuple)) == [(1, 2)] * 4
@@ -126,7 +131,7 @@ def test_resume_after_killed_driver_finishes_without_rerunning(tmp_path, fake_mn
 def test_ctrl_c_stops_cleanly_with_a_report_and_the_resume_command(tmp_path, fake_mnist_dir):
     study = write_study(tmp_path, """
         study = Study(name="interrupted", dataset="mnist", model="mnist_cnn",
-                      space={"lr": tune.grid_search([0.01, 0.02, 0.03, 0.04])}, epochs=40)
+                      space={"lr": tune.grid_search([0.01, 0.02, 0.03, 0.04])}, epochs=300)
     """)
     results = tmp_path / "results"
     args = [sys.executable, "-m", "hpo.run", study, "--results", results, "--data-dir", fake_mnist_dir,
