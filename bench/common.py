@@ -32,6 +32,30 @@ def timed(fn, *args, **kwargs) -> tuple[float, object]:
     return time.perf_counter() - start, out
 
 
+def _cpu_times() -> tuple[int, int]:
+    """(idle, total) jiffies of all CPUs since boot (Linux)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return fields[3] + fields[4], sum(fields)  # idle + iowait
+
+
+def wait_until_quiet(busy_cpus: float = 0.5, timeout_s: float = 15.0, interval_s: float = 0.5) -> float:
+    """Wait until less than `busy_cpus` CPUs' worth of work runs on the machine (e.g. the processes a
+    previous Ray study left exiting and the workers Ray starts in their place), at most `timeout_s`.
+    Returns the seconds waited. Where /proc/stat is missing, returns at once."""
+    start = time.perf_counter()
+    try:
+        idle, total = _cpu_times()
+        while time.perf_counter() - start < timeout_s:
+            time.sleep(interval_s)
+            idle2, total2 = _cpu_times()
+            if total2 > total and (1 - (idle2 - idle) / (total2 - total)) * os.cpu_count() < busy_cpus:
+                break
+            idle, total = idle2, total2
+    except (OSError, ValueError, IndexError):
+        pass
+    return time.perf_counter() - start
+
+
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

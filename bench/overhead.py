@@ -10,12 +10,13 @@ contract metric (with a small checkpoint, as hpo.trainable.tune_trainable does) 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
 from unittest import mock
+
+from bench.common import wait_until_quiet
 
 REPORTS = 3  # "epochs" per trivial trial
 
@@ -126,25 +127,40 @@ def start_ray():
 
 def measure(num_trials: int = 16, repeats: int = 3, default_trials: int | None = None,
             small_trials: int | None = None) -> dict:
-    """Interleaved: toolkit (N trials), toolkit (small), default, plain Optuna, then again; medians.
+    """After one warm-up study: interleaved toolkit (N trials), toolkit (small), default, plain Optuna, then
+    again; medians.
 
     trial_overhead_s: seconds per trial of the N-trial study (amortised: includes the Tuner's and the
     actors' start-up spread over N). marginal_s: the slope between the two study sizes, (T_N - T_small) /
     (N - small), what one more trial costs once the study runs."""
+    from hpo.run import parse_args, set_ray_environment
+
+    # Before Ray is first imported, as hpo.run does: Ray reads it then. (Imported first, Ray kept its
+    # `uv run` hook, which started every worker through uv: seconds more per trial actor.)
+    set_ray_environment(parse_args(["bench.py"]))
     import ray
 
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     default_trials = default_trials or num_trials
     small_trials = small_trials or max(1, num_trials // 2)
     own_ray = not ray.is_initialized()
     ray_init_s = start_ray() if own_ray else float("nan")
-    toolkit, small, default, plain = [], [], [], []
+    toolkit, small, default, plain, waited = [], [], [], [], []
+
+    def settled(study, *args):
+        # A study's actors exit, and Ray starts new idle workers, for seconds after fit() returns:
+        # without this wait the next side was timed on cores still busy with the previous one.
+        waited.append(wait_until_quiet())
+        return study(*args)
+
     try:
         with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:
+            # Warm-up, reported apart: the first study after Ray starts waits seconds longer for its first
+            # trial (Ray's own processes are still starting); that is Ray start-up, not per-trial cost.
+            first = settled(toolkit_study, small_trials, Path(tmp))
             for _ in range(repeats):
-                toolkit.append(toolkit_study(num_trials, Path(tmp)))
-                small.append(toolkit_study(small_trials, Path(tmp)))
-                default.append(default_study(default_trials, Path(tmp)) / default_trials)
+                toolkit.append(settled(toolkit_study, num_trials, Path(tmp)))
+                small.append(settled(toolkit_study, small_trials, Path(tmp)))
+                default.append(settled(default_study, default_trials, Path(tmp)) / default_trials)
                 plain.append(optuna_study(num_trials) / num_trials)
     finally:
         if own_ray:
@@ -157,8 +173,9 @@ def measure(num_trials: int = 16, repeats: int = 3, default_trials: int | None =
             "repeats": repeats, "reports_per_trial": REPORTS,
             "trial_overhead_s": t, "marginal_s": marginal, "default_overhead_s": d, "optuna_overhead_s": p,
             "overhead_reduction": d / t, "vs_plain_optuna": t / p, "ray_init_s": ray_init_s,
+            "first_study_s": first,
             "samples": {"toolkit_s": toolkit, "toolkit_small_s": small, "default_per_trial_s": default,
-                        "optuna_per_trial_s": plain}}
+                        "optuna_per_trial_s": plain, "waited_for_quiet_s": waited}}
 
 
 if __name__ == "__main__":

@@ -22,9 +22,10 @@ from typing import Iterator
 
 # OpenMP threads that spin while they wait (libgomp's default) collapse when other processes share the
 # cores: LeNet-5 on a busy 2-core machine trained at ~400 samples/s with 2 spinning threads, ~8,000 with
-# 1 thread, and as fast or faster with 2 passive ones (bench/README.md, "threads"). Read once, when torch
-# loads libgomp, so it must be set before torch is first imported; an explicit setting wins. (Under Ray a
-# trial gets OMP_NUM_THREADS = its CPUs, and one thread does not wait on others.)
+# 1 thread, and as fast or faster with 2 passive ones (bench/README.md, "threads"). On an idle machine
+# spinning is 1.7x faster; a study's trials always share the machine, so passive is the default. Read
+# once, when torch loads libgomp, so it must be set before torch is first imported; an explicit setting
+# wins. (Under Ray a trial gets OMP_NUM_THREADS = its CPUs, and one thread does not wait on others.)
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402

@@ -138,3 +138,31 @@ def test_plain_loop_of_the_study_trains_every_configuration(fake_mnist_dir):
     for t in out:
         assert len(t["epoch_end_s"]) == 2 and 0 < t["epoch_end_s"][0] <= t["epoch_end_s"][1]
         assert 0 <= t["best_val_acc"] <= 1
+
+
+def test_overhead_times_every_side_with_ray_set_up_as_hpo_run_sets_it(tmp_path):
+    """Real Ray Tune, tiny sizes. Ray reads its environment when first imported: measured with Ray
+    imported before hpo.run's settings, every worker went through Ray's `uv run` hook (seconds each)."""
+    code = ("import json\nfrom bench import overhead\n"
+            "r = overhead.measure(num_trials=2, repeats=1, default_trials=1, small_trials=1)\n"
+            "from ray._private import ray_constants\n"
+            "r['uv_hook'] = ray_constants.RAY_ENABLE_UV_RUN_RUNTIME_ENV\n"
+            "print('RESULT', json.dumps(r))")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_UV_RUN_RUNTIME_ENV"}
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)},
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout.split("RESULT ", 1)[1])
+    assert result["uv_hook"] is False
+    samples = result["samples"]
+    assert len(samples["toolkit_s"]) == len(samples["toolkit_small_s"]) == len(samples["default_per_trial_s"]) == 1
+    assert len(samples["waited_for_quiet_s"]) == 4  # the warm-up study and the three timed ones
+    assert result["trial_overhead_s"] > 0 and result["first_study_s"] > 0
+    assert result["overhead_reduction"] == result["default_overhead_s"] / result["trial_overhead_s"]
+
+
+def test_wait_until_quiet_gives_up_after_its_timeout():
+    from bench.common import wait_until_quiet
+
+    assert wait_until_quiet(busy_cpus=-1, timeout_s=0.3, interval_s=0.05) >= 0.3  # never quiet enough
+    assert wait_until_quiet(busy_cpus=os.cpu_count() + 1, timeout_s=30, interval_s=0.05) < 30  # always quiet
