@@ -103,9 +103,6 @@ def outcome(trial, epochs: dict[int, dict], study: Study) -> str:
     return "running" if trial.status in ("RUNNING", "PAUSED") or epochs else "pending"
 
 
-WRITE_EVERY_S = 5  # while the study runs; its end, and a failed trial, are written at once
-
-
 class ReportWriter(tune.Callback):
     """Keeps the report of one study current while Ray Tune runs it."""
 
@@ -147,11 +144,12 @@ class ReportWriter(tune.Callback):
             print(f"[{done}/{total} trials done] {trial.trial_id} epoch {result['epoch']}/{self.study.epochs}"
                   f"  {metric} {fmt(value)}  best {fmt(self.best)}  ({result.get('epoch_time_s', 0):.1f} s/epoch)",
                   flush=True)
-        self.write_if_due()
+        if time.monotonic() - self.last_write > 10:  # so a killed driver still leaves a recent report
+            self.write()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.trials = trials
-        self.write_if_due()
+        self.write()
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.trials = trials
@@ -165,12 +163,6 @@ class ReportWriter(tune.Callback):
         self.write()
 
     # -- the files ----------------------------------------------------------
-    def write_if_due(self) -> None:
-        """So a killed driver still leaves a recent report. Not on every event: each write rebuilds the
-        tables of the whole study, which made a study of many short trials quadratic in its length."""
-        if time.monotonic() - self.last_write > WRITE_EVERY_S:
-            self.write()
-
     def write(self) -> None:
         self.last_write = time.monotonic()
         self.report_dir.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,5 @@
 """The report's outcome of a trial, from its Ray Tune status and the epochs it reported."""
 
-import json
 from types import SimpleNamespace
 
 from ray import tune
@@ -35,39 +34,3 @@ def test_a_trial_ended_off_the_rungs_was_interrupted_not_stopped_early():
     assert ended(3, study=fifo) == "interrupted"  # FIFO stops nothing early
     assert ended(4, status="RUNNING") == "running" and ended(0, status="PENDING") == "pending"
     assert ended(5, diverged=True) == "diverged" and ended(5, status="ERROR") == "failed"
-
-
-def test_report_is_written_at_most_every_few_seconds_and_always_at_the_end(tmp_path, monkeypatch):
-    """Each write rebuilds the whole study's tables: many short trials must not mean one write each."""
-    import pandas as pd
-
-    import hpo.report
-    from hpo.report import ReportWriter
-
-    clock = [1000.0]
-    monkeypatch.setattr(hpo.report.time, "monotonic", lambda: clock[0])
-    study = Study(name="s", dataset="mnist", model="fc2", space={"lr": tune.grid_search([0.1, 0.2, 0.3])}, epochs=1)
-    writer = ReportWriter(study, tmp_path, str(tmp_path / "experiment"), {}, quiet=True)
-    trials = [SimpleNamespace(trial_id=f"t{i}", config={"lr": lr}, status="RUNNING", last_result=None,
-                              error_file=None) for i, lr in enumerate([0.1, 0.2, 0.3])]
-
-    def finish(trial):
-        trial.status, trial.last_result = "TERMINATED", {"epoch": 1, "val_acc": trial.config["lr"]}
-        writer.on_trial_result(0, trials, trial, {"epoch": 1, "val_acc": trial.config["lr"]})
-        writer.on_trial_complete(0, trials, trial)
-
-    def rows():
-        return pd.read_csv(tmp_path / "report" / "trials.csv")["outcome"].tolist()
-
-    finish(trials[0])
-    assert rows() == ["completed", "running", "running"]  # the first event writes at once
-    clock[0] += 1
-    finish(trials[1])
-    assert rows() == ["completed", "running", "running"]  # 1 s later: not yet
-    clock[0] += hpo.report.WRITE_EVERY_S
-    finish(trials[2])
-    assert rows() == ["completed"] * 3  # due again
-    trials[2].status = "TERMINATED"
-    writer.on_experiment_end(trials)
-    assert rows() == ["completed"] * 3
-    assert json.loads((tmp_path / "report" / "study.json").read_text())["ended"]  # the end is always written

@@ -131,7 +131,7 @@ def test_resume_after_killed_driver_finishes_without_rerunning(tmp_path, fake_mn
 def test_ctrl_c_stops_cleanly_with_a_report_and_the_resume_command(tmp_path, fake_mnist_dir):
     study = write_study(tmp_path, """
         study = Study(name="interrupted", dataset="mnist", model="mnist_cnn",
-                      space={"lr": tune.grid_search([0.01, 0.02, 0.03, 0.04])}, epochs=300)
+                      space={"lr": tune.grid_search([0.01, 0.02, 0.03, 0.04])}, epochs=100)
     """)
     results = tmp_path / "results"
     args = [sys.executable, "-m", "hpo.run", study, "--results", results, "--data-dir", fake_mnist_dir,
