@@ -39,8 +39,8 @@ def _cpu_times() -> tuple[int, int]:
 
 
 def wait_until_quiet(busy_cpus: float = 0.5, timeout_s: float = 15.0, interval_s: float = 0.5) -> float:
-    """Wait until less than `busy_cpus` CPUs' worth of work runs on the machine (e.g. the processes a
-    previous Ray study left exiting and the workers Ray starts in their place), at most `timeout_s`.
+    """Wait until less than `busy_cpus` CPUs' worth of work runs on the machine (e.g. the processes of a
+    Ray study that just ended), at most `timeout_s`.
     Returns the seconds waited. Where /proc/stat is missing, returns at once."""
     start = time.perf_counter()
     try:

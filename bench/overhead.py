@@ -147,8 +147,8 @@ def measure(num_trials: int = 16, repeats: int = 3, default_trials: int | None =
     toolkit, small, default, plain, waited = [], [], [], [], []
 
     def settled(study, *args):
-        # A study's actors exit, and Ray starts new idle workers, for seconds after fit() returns:
-        # without this wait the next side was timed on cores still busy with the previous one.
+        # So no side is timed while the previous one's actors still exit (here they had always
+        # finished: every wait was one 0.5 s sample; `waited_for_quiet_s` keeps them).
         waited.append(wait_until_quiet())
         return study(*args)
 

@@ -105,7 +105,7 @@ def measure(quick: bool = False, num_trials: int | None = None, epochs: int | No
     with tempfile.TemporaryDirectory(prefix="bench-study-") as tmp:
         ran = run_study(study, Path(tmp), data_dir, max_train, max_eval)
     study_s = ran["ray_init_s"] + ran["fit_s"]
-    wait_until_quiet()  # Ray's processes exit for seconds after it shuts down
+    wait_until_quiet()  # the loop is not timed while Ray's processes still exit
     loop = run_loop(ran["trials"], epochs, data_dir, max_train, max_eval)
     loop_s = sum(t["epoch_end_s"][-1] for t in loop)
     same_work_s = sum(t["epoch_end_s"][s["epochs_run"] - 1] for s, t in zip(ran["trials"], loop))
