@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from unittest import mock
 
-from bench.common import wait_until_quiet
+from bench.common import timed, wait_until_quiet
 
 REPORTS = 3  # "epochs" per trivial trial
 
@@ -113,18 +113,6 @@ def optuna_study(num_trials: int) -> float:
     return time.perf_counter() - start
 
 
-def start_ray():
-    """An embedded Ray on 127.0.0.1, started as hpo.run starts it. Returns seconds taken."""
-    from hpo.run import parse_args, set_ray_environment
-    from hpo.run import start_ray as hpo_start_ray
-
-    args = parse_args(["bench.py"])
-    set_ray_environment(args)
-    start = time.perf_counter()
-    hpo_start_ray(args)
-    return time.perf_counter() - start
-
-
 def measure(num_trials: int = 16, repeats: int = 3, default_trials: int | None = None,
             small_trials: int | None = None) -> dict:
     """After one warm-up study: interleaved toolkit (N trials), toolkit (small), default, plain Optuna, then
@@ -133,17 +121,18 @@ def measure(num_trials: int = 16, repeats: int = 3, default_trials: int | None =
     trial_overhead_s: seconds per trial of the N-trial study (amortised: includes the Tuner's and the
     actors' start-up spread over N). marginal_s: the slope between the two study sizes, (T_N - T_small) /
     (N - small), what one more trial costs once the study runs."""
-    from hpo.run import parse_args, set_ray_environment
+    from hpo.run import parse_args, set_ray_environment, start_ray
 
     # Before Ray is first imported, as hpo.run does: Ray reads it then. (Imported first, Ray kept its
     # `uv run` hook, which started every worker through uv: seconds more per trial actor.)
-    set_ray_environment(parse_args(["bench.py"]))
+    args = parse_args(["bench.py"])
+    set_ray_environment(args)
     import ray
 
     default_trials = default_trials or num_trials
     small_trials = small_trials or max(1, num_trials // 2)
     own_ray = not ray.is_initialized()
-    ray_init_s = start_ray() if own_ray else float("nan")
+    ray_init_s = timed(start_ray, args)[0] if own_ray else float("nan")  # embedded, 127.0.0.1, as hpo.run
     toolkit, small, default, plain, waited = [], [], [], [], []
 
     def settled(study, *args):
