@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
-from matplotlib.ticker import PercentFormatter  # noqa: E402
+from matplotlib.ticker import FuncFormatter, NullFormatter, PercentFormatter  # noqa: E402
 
 from analysis import fmt, stats  # noqa: E402
 from analysis.load import StudyData  # noqa: E402
@@ -31,9 +31,19 @@ CURVES = (("train_acc", "train accuracy"), ("val_acc", "validation accuracy"),
 
 @contextmanager
 def style():
-    """Seaborn's look for our figures only (hpo.run calls the analysis in its own process)."""
-    with plt.rc_context(), sns.axes_style("whitegrid"), sns.plotting_context("notebook", font_scale=0.9):
+    """Seaborn's look for our figures only (hpo.run calls the analysis in its own process). No mathtext: the
+    texts are the study's own names and values, and two `$` in one (a$b$c) would be read as math or fail."""
+    with plt.rc_context({"text.parse_math": False}), sns.axes_style("whitegrid"), \
+            sns.plotting_context("notebook", font_scale=0.9):
         yield
+
+
+def log_scale(ax, axis: str = "y") -> None:
+    """A log axis labelled 0.001, 0.01 (matplotlib's 10^-3 labels are mathtext, which style() turns off)."""
+    (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
+    target = ax.yaxis if axis == "y" else ax.xaxis
+    target.set_major_formatter(FuncFormatter(lambda v, _: fmt.value(v)))
+    target.set_minor_formatter(NullFormatter())
 
 
 def save(fig, path: Path) -> Path:
@@ -89,7 +99,7 @@ def learning_curves(data: StudyData, out: Path) -> Path:
         ax.set(title=title, xlabel="epoch", ylabel=metric)
         percent_axis(ax, metric)
         if fmt.is_loss(metric) and _spans_decades(e[metric], 2):
-            ax.set_yscale("log")
+            log_scale(ax, "y")
         ax.xaxis.get_major_locator().set_params(integer=True)
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
@@ -143,7 +153,7 @@ def factor_effects(data: StudyData, out: Path) -> Path:
         if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values) and values.nunique() > 12:
             ax.scatter(values, t[target], s=22, alpha=0.7, color="C0", edgecolor="white", lw=0.5)
             if _spans_decades(values, 2):
-                ax.set_xscale("log")
+                log_scale(ax, "x")
         else:
             _levels_panel(ax, t, col, target)
         ax.set(title=f"{target} by {key}", xlabel=key, ylabel=target)

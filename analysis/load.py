@@ -6,7 +6,10 @@ still running or was interrupted has them too, with fewer or unfinished trials.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,6 +114,7 @@ def load(path: Path) -> StudyData:
     epochs = _read_csv(report / "epochs.csv") if (report / "epochs.csv").is_file() else pd.DataFrame()
     if epochs.empty:
         notes.append("epochs.csv is missing or empty: no learning curves.")
+    trials = _check_cut_short(report / "trials.csv", trials, epochs, notes)
     meta = _read_meta(report / "study.json", trials, notes)
     data = StudyData(study_dir, meta, _with_outcome(trials), epochs, notes)
     _check_columns(data)
@@ -124,6 +128,34 @@ def _read_csv(path: Path) -> pd.DataFrame:
         return pd.DataFrame()
     except (OSError, pd.errors.ParserError, UnicodeDecodeError) as e:
         raise AnalysisError(f"Cannot read {path}: {e}. It should be a CSV file written by hpo.report.") from None
+
+
+def _check_cut_short(path: Path, trials: pd.DataFrame, epochs: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
+    """hpo.report replaces trials.csv whole, but a copy (a full disk, an interrupted download) can end mid-line;
+    pandas fills a short row's missing fields with NaN and says nothing. Leave such rows out, say so.
+    (A study read while it runs may rarely show trials in epochs.csv that trials.csv gets a moment later.)"""
+    found = []
+    text = path.read_text(errors="replace")
+    if text and not text.endswith("\n"):
+        found.append("its last line has no line end")
+    rows = [r for r in csv.reader(io.StringIO(text, newline="")) if r]  # pandas skips blank lines too: same row numbers
+    if rows and not trials.empty:
+        short = [i for i, r in enumerate(rows[1:]) if len(r) < len(rows[0])]
+        if short:
+            ids = trials.loc[short, "trial_id"] if "trial_id" in trials else pd.Series(short)
+            found.append(f"{len(short)} row(s) have fewer fields than its header (trial(s)"
+                         f" {', '.join(map(str, ids))}): left out, their numbers may be cut mid-value")
+            trials = trials.drop(index=short).reset_index(drop=True)
+    if "trial_id" in epochs and "trial_id" in trials:
+        missing = sorted(set(epochs["trial_id"].dropna()) - set(trials["trial_id"].dropna()))
+        if missing:
+            found.append(f"epochs.csv has epochs of {len(missing)} trial(s) it lacks ({', '.join(missing[:5])}"
+                         f"{', ...' if len(missing) > 5 else ''}): they are in the learning curves only")
+    if found:
+        text = f"trials.csv looks cut short (or older than epochs.csv): {'; '.join(found)}. The tables show what is left."
+        notes.append(text)
+        print(f"warning: {path}: {text}", file=sys.stderr)
+    return trials
 
 
 def _read_meta(path: Path, trials: pd.DataFrame, notes: list[str]) -> dict:

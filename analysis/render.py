@@ -232,10 +232,22 @@ def xlsx(path: Path, tables: list[Table]) -> None:
             t.data.to_excel(writer, sheet_name=name, index=False)
             sheet = writer.sheets[name]
             sheet.freeze_panes = "A2"
+            _as_text(sheet)
             for i, col in enumerate(t.data.columns):
                 width = max([len(str(col))] + [len(str(v)) for v in t.data[col].head(200)])
                 sheet.column_dimensions[sheet.cell(1, i + 1).column_letter].width = min(45, width + 2)
     os.replace(tmp, path)
+
+
+def _as_text(sheet) -> None:
+    """A config value like "=1+1" or "@sum" must stay text: openpyxl writes a string starting with "=" as a live
+    formula, and a spreadsheet re-reads one starting with = + - @ as a formula when the cell is edited. Numbers,
+    negative ones too, are not strings and stay numbers."""
+    for row in sheet.iter_rows():
+        for cell in row:
+            if isinstance(cell.value, str) and cell.value.startswith(("=", "+", "-", "@")):
+                cell.data_type = "s"
+                cell.quotePrefix = True  # Excel and LibreOffice show and keep it as text ('=1+1)
 
 
 def _sheet_name(title: str, used: set[str]) -> str:

@@ -315,3 +315,76 @@ def test_html_renders_in_chromium(grid_report, tmp_path):
     assert pixels.size == (1280, 2000)
     low, high = pixels.getextrema()
     assert high - low > 100  # text and figures, not a blank page
+
+
+# ---------------------------------------------------------------- hostile or damaged input
+
+def test_formula_like_config_values_stay_text(tmp_path):
+    from openpyxl import load_workbook
+
+    trials = [trial(f"t{i}", {"name": name, "shift": shift}, seed, 0.9 + 0.01 * i, 2)
+              for i, (name, shift) in enumerate([("=1+1", -1), ("@sum", -2)]) for seed in (0, 1)]
+    out = analyse(write_study(tmp_path / "s", trials, varied=["name", "shift"]), log=lambda _: None)
+    sheet = load_workbook(out / "tables.xlsx")["trials"]
+    header = [c.value for c in sheet[1]]
+    names = [row[header.index("config/name")] for row in sheet.iter_rows(min_row=2)]
+    shifts = [row[header.index("config/shift")] for row in sheet.iter_rows(min_row=2)]
+    assert [c.value for c in names] == ["=1+1", "=1+1", "@sum", "@sum"]
+    assert all(c.data_type == "s" for c in names)  # text, not a formula ('f')
+    assert [c.value for c in shifts] == [-1, -1, -2, -2] and all(c.data_type == "n" for c in shifts)
+    configs = load_workbook(out / "tables.xlsx")["configurations"]
+    assert any(c.value == "=1+1" and c.data_type == "s" for row in configs.iter_rows() for c in row)
+
+
+def test_dollar_signs_in_config_values(tmp_path, monkeypatch):
+    """Two `$` in a label are mathtext to matplotlib: "a$^$b" fails to parse, "a$b$c" would print an italic b."""
+    import matplotlib.text
+
+    from analysis import figures
+
+    texts = []
+    save = figures.save
+
+    def keep_texts(fig, path):
+        fig.canvas.draw()
+        texts.extend(t.get_text() for t in fig.findobj(matplotlib.text.Text) if t.get_visible())
+        return save(fig, path)
+
+    monkeypatch.setattr(figures, "save", keep_texts)
+    lrs = [10 ** (-5 + i * 4 / 13) for i in range(14)]  # over 12 values spanning 4 decades: a log axis
+    trials = [trial(f"t{i:02d}", {"name": name, "lr": lr}, 0, 0.8 + 0.01 * i + 0.05 * j, 3)
+              for j, name in enumerate(["a$b$c", "a$^$b"]) for i, lr in enumerate(lrs)]
+    out = analyse(write_study(tmp_path / "s", trials, varied=["name", "lr"]), log=lambda _: None)
+    pngs = {p.name for p in (out / "figures").glob("*.png")}
+    assert {"learning_curves.png", "factor_effects.png", "parallel_coordinates.png"} <= pngs
+    assert "a$^$b" in texts and "a$b$c" in texts  # drawn as written (tick labels of the factor panel)
+    assert not any("mathdefault" in t for t in texts)  # log axis labels are plain numbers, not raw mathtext
+
+
+def test_cut_short_trials_csv(tmp_path, capsys):
+    folder = write_study(tmp_path / "s", grid_trials(), varied=["downsample", "feature_size"])
+    path = folder / "report" / "trials.csv"
+    lines = path.read_text().splitlines(keepends=True)
+    last = lines[-1]  # t11: pool/7, seed 2
+    path.write_text("".join(lines[:-1]) + last[: len(last) // 3])  # cut mid-line, no line end
+    data = load(folder)
+    err = capsys.readouterr().err
+    assert "warning:" in err and "cut short" in err and "t11" in err
+    assert any("cut short" in n and "t11" in n for n in data.notes)
+    assert "t11" not in set(data.trials["trial_id"])
+    table = config_table(data).set_index(["downsample", "feature_size"])
+    assert table.loc[("pool", 7), "n"] == 2
+    assert table.loc[("pool", 7), "best_val_acc mean"] == pytest.approx(statistics.mean(GRID[("pool", 7)][:2]))
+    out = analyse(folder, log=lambda _: None)
+    assert "trials.csv looks cut short" in (out / "report.md").read_text()
+
+    # A whole row lost (the file ends cleanly): epochs.csv still has that trial.
+    path.write_text("".join(lines[:-2]))
+    data = load(folder)
+    assert "t10" in capsys.readouterr().err
+    assert any("epochs of 2 trial(s)" in n and "t10, t11" in n for n in data.notes)
+
+    # An intact file: no note.
+    path.write_text("".join(lines))
+    assert not any("cut short" in n for n in load(folder).notes)
+    assert "cut short" not in capsys.readouterr().err
