@@ -19,12 +19,14 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.ticker import FuncFormatter, NullFormatter, PercentFormatter  # noqa: E402
 
-from analysis import fmt, stats  # noqa: E402
+from analysis import fmt, stats, tables  # noqa: E402
 from analysis.load import StudyData  # noqa: E402
 from analysis.tables import Skipped  # noqa: E402
 
 DPI = 110
 MAX_COLOURED = 10  # configurations drawn in colour; the others in grey, without a legend entry
+MAX_EFFECTS = 20  # configurations in the difference-from-the-best panel
+MAX_NAMED = 8  # points named on a Pareto front
 CURVES = (("train_acc", "train accuracy"), ("val_acc", "validation accuracy"),
           ("train_loss", "train loss"), ("val_loss", "validation loss"))
 
@@ -140,15 +142,24 @@ def _spans_decades(values: pd.Series, decades: float) -> bool:
 # ---------------------------------------------------------------- effect of each varied key
 
 def factor_effects(data: StudyData, out: Path) -> Path:
-    """The study's metric for every finished trial by each varied key, with the mean and its 95% CI."""
+    """The metric by each varied key (each trial, the mean, its 95% CI); each configuration against the best.
+
+    The lower panel: the difference with its 95% Welch interval, Hedges' g and the letters of the Games-Howell
+    test."""
     t, target = data.finished, data.target
     if t.empty or not data.varied_keys:
         raise Skipped("The metric-by-key figure needs finished trials and at least one varied key.")
     n = len(data.varied_keys)
-    cols = min(3, n)
-    fig, axes = plt.subplots(math.ceil(n / cols), cols, figsize=(4.6 * cols, 3.9 * math.ceil(n / cols)),
-                             squeeze=False, sharey=True)
-    for ax, key, col in zip(axes.flat, data.varied_keys, data.key_columns):
+    cols, rows = min(3, n), math.ceil(n / min(3, n))
+    table = tables.config_table(data).head(MAX_EFFECTS)
+    effects = len(table) >= 2 and table[f"{target} diff"].notna().any()
+    heights = [3.9] * rows + ([0.32 * len(table) + 1.3] if effects else [])
+    fig = plt.figure(figsize=(max(4.6 * cols, 9), sum(heights)), layout="constrained")
+    grid = fig.add_gridspec(len(heights), cols, height_ratios=heights)
+    axes = []
+    for i, (key, col) in enumerate(zip(data.varied_keys, data.key_columns)):
+        ax = fig.add_subplot(grid[i // cols, i % cols], sharey=axes[0] if axes else None)
+        axes.append(ax)
         values = t[col]
         if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values) and values.nunique() > 12:
             ax.scatter(values, t[target], s=22, alpha=0.7, color="C0", edgecolor="white", lw=0.5)
@@ -156,14 +167,36 @@ def factor_effects(data: StudyData, out: Path) -> Path:
                 log_scale(ax, "x")
         else:
             _levels_panel(ax, t, col, target)
-        ax.set(title=f"{target} by {key}", xlabel=key, ylabel=target)
+        ax.set(title=f"{target} by {key}", xlabel=key, ylabel=target if i % cols == 0 else "")
         ax.set_ylim(*_limits(t[target], target))
         percent_axis(ax, target)
-    for ax in axes.flat[n:]:
-        ax.set_visible(False)
+    if effects:
+        _effects_panel(fig.add_subplot(grid[rows, :]), data, table)
     fig.suptitle(f"{data.name}: {target} of each trial (dots) and mean with 95% CI (black)", fontsize=12)
-    fig.tight_layout()
     return save(fig, out / "factor_effects.png")
+
+
+def _effects_panel(ax, data: StudyData, table: pd.DataFrame) -> None:
+    """One row per configuration, best on top: its difference from the best, the 95% Welch interval, g, letters."""
+    target = data.target
+    scale = 100 if fmt.is_accuracy(target) else 1  # accuracies in percentage points
+    diff = table[f"{target} diff"].fillna(0).to_numpy() * scale  # the best: 0, its own reference
+    lo, hi = (table[f"{target} diff {f}"].to_numpy() * scale for f in ("ci_low", "ci_high"))
+    y = np.arange(len(table))[::-1]
+    ax.errorbar(diff, y, xerr=np.nan_to_num(np.vstack([diff - lo, hi - diff])), fmt="o", color="black", ms=5,
+                capsize=3, lw=1.2)
+    ax.axvline(0, color="C2", lw=1.2, ls="--")
+    names = [", ".join(fmt.value(r[k]) for k in data.varied_keys) for _, r in table.iterrows()]
+    ax.set_yticks(y, names, fontsize=8)
+    ax.set_ylim(-0.7, len(table) - 0.3)
+    for yi, (_, r) in zip(y, table.iterrows()):
+        g = "best" if r["verdict"] == "best" else ("g –" if pd.isna(r["hedges_g"]) else f"g {r['hedges_g']:.2f}")
+        ax.annotate(f"{g}   {'–' if pd.isna(r['letters']) else r['letters']}", (1.0, yi), xycoords=("axes fraction", "data"),
+                    xytext=(6, 0), textcoords="offset points", va="center", fontsize=8)
+    unit = "percentage points" if scale == 100 else target
+    ax.set(xlabel=f"difference from the best configuration in {target} ({unit}); bars: 95% Welch interval",
+           title=f"Each configuration against the best ({len(table)} best shown; right: Hedges' g and letters,"
+                 " sharing a letter = no significant difference)")
 
 
 def _limits(values: pd.Series, name: str) -> tuple[float, float]:
@@ -269,12 +302,48 @@ def asha_survival(data: StudyData, out: Path) -> Path:
 
 
 def importance_bars(data: StudyData, table: pd.DataFrame, evaluator: str, out: Path) -> Path:
-    """How much each varied key explains of the metric's variation over the finished trials."""
+    """How much each varied key explains of the metric's variation (orange: on the trials that set the key).
+
+    A key only some trials set (momentum only with sgd) is evaluated on those trials."""
     t = table.sort_values("importance")
+    apart = t["trials"] < len(data.finished)
+    names = [f"{p} ({n} trials)" if a else p for p, n, a in zip(t["parameter"], t["trials"], apart)]
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(t) + 1.6))
-    ax.barh(t["parameter"], t["importance"], color="C0")
+    ax.barh(names, t["importance"], color=["C1" if a else "C0" for a in apart])
     for y, v in enumerate(t["importance"]):
         ax.text(v, y, f" {v:.2f}", va="center", fontsize=9)
     ax.set(xlabel=f"importance for {data.target} (sums to 1)", xlim=(0, max(1e-9, t["importance"].max()) * 1.18),
            title=f"{data.name}: parameter importance ({evaluator.split(' ')[0]})")
     return save(fig, out / "importance.png")
+
+
+# ---------------------------------------------------------------- accuracy against cost
+
+def pareto_fronts(data: StudyData, table: pd.DataFrame, out: Path) -> Path:
+    """Each configuration's mean metric against its parameter count and its time per epoch, the Pareto front in red.
+
+    On the front: no other configuration is as good or better and as cheap or cheaper."""
+    target = data.target
+    panels = [(c, f, label) for c, f, label in (("params mean", "front: params", "parameters"),
+                                                ("epoch_time mean", "front: time", "training time per epoch (s)"))
+              if table[c].notna().any()]
+    if not panels:
+        raise Skipped("The Pareto figure needs parameter counts (params) or times (time_s) in trials.csv.")
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 4.6), squeeze=False, layout="constrained")
+    names = [", ".join(fmt.value(r[k]) for k in data.varied_keys) or data.name for _, r in table.iterrows()]
+    for ax, (cost, front, label) in zip(axes.flat, panels):
+        on = table[front].to_numpy(bool)
+        ax.scatter(table.loc[~on, cost], table.loc[~on, f"{target} mean"], s=26, color="0.65", label="dominated")
+        f = table[on].sort_values(cost)
+        ax.step(f[cost], f[f"{target} mean"], where="post", color="C3", lw=1.2, alpha=0.6)
+        ax.scatter(f[cost], f[f"{target} mean"], s=40, color="C3", zorder=3, label="Pareto front")
+        for i in f.index[:MAX_NAMED]:
+            ax.annotate(names[i], (table.loc[i, cost], table.loc[i, f"{target} mean"]), xytext=(4, 4),
+                        textcoords="offset points", fontsize=8)
+        if _spans_decades(table[cost], 2):
+            log_scale(ax, "x")
+        ax.set(xlabel=label, ylabel=f"{target} (mean over seeds)", title=f"{target} against {label.split(' (')[0]}")
+        percent_axis(ax, target)
+        ax.legend(loc="best", fontsize=8)
+    fig.suptitle(f"{data.name}: {target} against cost ({len(table)} configurations)", fontsize=12)
+    return save(fig, out / "pareto.png")

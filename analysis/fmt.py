@@ -39,6 +39,8 @@ def number(name: str, v) -> str:
     v = float(v)
     if name == "importance":
         return f"{v:.3f}"
+    if name == "hedges_g":
+        return f"{v:.2f}"
     if is_accuracy(name):
         return f"{100 * v:.2f}%"
     if is_loss(name):
@@ -68,6 +70,21 @@ def stat(name: str, mean: float, std: float, lo: float, hi: float, n: int) -> st
     else:  # a loss is never negative either
         ci = f"CI {number(name, max(lo, 0) if is_loss(name) else lo)}–{number(name, hi)}"
     return f"{number(name, mean)} ± {spread(name, std)}\n{ci}"
+
+
+def difference(name: str, d: float, lo: float, hi: float) -> str:
+    """'-0.23 pp' (percentage points for accuracies) and, on a second line, its 95% interval."""
+    if pd.isna(d):
+        return "–"
+
+    def signed(v):
+        if is_accuracy(name):
+            return f"{100 * v:+.2f}"
+        return f"{v:+.4f}" if is_loss(name) else f"{v:+.4g}"
+
+    unit = " pp" if is_accuracy(name) else ""
+    ci = "" if pd.isna(lo) else f"\nCI {signed(lo)} to {signed(hi)}{unit}"
+    return f"{signed(d)}{unit}{ci}"
 
 
 def p_value(p: float) -> str:

@@ -152,7 +152,8 @@ def _check_cut_short(path: Path, trials: pd.DataFrame, epochs: pd.DataFrame, not
             found.append(f"epochs.csv has epochs of {len(missing)} trial(s) it lacks ({', '.join(missing[:5])}"
                          f"{', ...' if len(missing) > 5 else ''}): they are in the learning curves only")
     if found:
-        text = f"trials.csv looks cut short (or older than epochs.csv): {'; '.join(found)}. The tables show what is left."
+        text = (f"trials.csv looks cut short (or older than epochs.csv): {'; '.join(found)}."
+                " The tables show what is left.")
         notes.append(text)
         print(f"warning: {path}: {text}", file=sys.stderr)
     return trials

@@ -20,8 +20,9 @@ from analysis.tables import STAT_FIELDS
 
 # Column headers for the non-metric columns; metrics and varied keys keep their own names.
 HEADERS = {"n": "n", "p_value": "p vs best", "verdict": "vs best", "epochs_run mean": "epochs run",
-           "time_s mean": "time (s)", "params mean": "params", "final_samples_per_s mean": "samples/s"}
-MEASURED = ("time_s", "params", "importance", "final_samples_per_s")  # numbers formatted by fmt.number
+           "time_s mean": "time (s)", "params mean": "params", "final_samples_per_s mean": "samples/s",
+           "hedges_g": "Hedges' g", "epoch_time mean": "s/epoch"}
+MEASURED = ("time_s", "params", "importance", "final_samples_per_s", "hedges_g", "epoch_time")  # by fmt.number
 
 
 @dataclass
@@ -32,6 +33,8 @@ class Table:
     sheet: str | None = ""  # tables.xlsx sheet name: "" for the title, None for no sheet
     show: list[str] | None = None  # the columns report.md/html show (default: all)
     rows: int | None = None  # the rows they show (default: all); tables.xlsx has every row
+    note: str = ""  # a paragraph under the table
+    p_values: bool = False  # every number in it is a p-value (a matrix of them)
 
     @property
     def shown(self) -> pd.DataFrame:
@@ -55,21 +58,29 @@ class Section:
 
 # ---------------------------------------------------------------- formatting
 
-def view(data: pd.DataFrame) -> tuple[list[str], list[list[str]], list[list[float | None]]]:
-    """Headers, text cells and numeric sort keys: 'm mean/std/ci_low/ci_high' columns become one cell."""
+def view(data: pd.DataFrame, p_values: bool = False) -> tuple[list[str], list[list[str]], list[list[float | None]]]:
+    """Headers, text cells and numeric sort keys: 'm mean/std/ci_low/ci_high' columns become one cell, and so do
+    'm diff/diff ci_low/diff ci_high'."""
     headers, cells, keys = [], [], []
     for col in data.columns:
         name = str(col)
         stem = name.removesuffix(" mean")
-        if name.endswith((" std", " ci_low", " ci_high")) and f"{name.rsplit(' ', 1)[0]} mean" in data:
-            continue  # folded into the mean's cell
+        base = name.rsplit(" ", 1)[0]
+        if name.endswith((" std", " ci_low", " ci_high")) and (f"{base} mean" in data or base.endswith(" diff")):
+            continue  # folded into the mean's or the difference's cell
         if name.endswith(" mean") and f"{stem} std" in data:
             n = data["n"] if "n" in data else pd.Series(2, index=data.index)
             cells.append([fmt.stat(stem, *(r[f"{stem} {f}"] for f in STAT_FIELDS), k)
                           for (_, r), k in zip(data.iterrows(), n)])
             headers.append(stem)
+        elif name.endswith(" diff") and f"{name} ci_low" in data:
+            metric = name.removesuffix(" diff")
+            cells.append([fmt.difference(metric, r[name], r[f"{name} ci_low"], r[f"{name} ci_high"])
+                          for _, r in data.iterrows()])
+            headers.append("difference from the best")
         else:
-            cells.append([_cell(stem, v) if name != "p_value" else fmt.p_value(v) for v in data[col]])
+            p = name == "p_value" or p_values
+            cells.append([fmt.p_value(v) if p and pd.api.types.is_number(v) else _cell(stem, v) for v in data[col]])
             headers.append(HEADERS.get(name, name))
         keys.append([_sort_key(v) for v in data[col]])
     return headers, [list(row) for row in zip(*cells)], [list(row) for row in zip(*keys)]
@@ -98,16 +109,17 @@ def markdown(title: str, sections: list[Section]) -> str:
             lines += [p, ""]
         for t in s.tables:
             lines += [f"**{t.title}.** {t.full_caption}".rstrip(), ""]
-            lines += _md_table(t.shown) + [""]
+            lines += _md_table(t.shown, t.p_values) + [""]
+            lines += [t.note, ""] if t.note else []
         for path, caption in s.figures:
             lines += [f"![{caption}](figures/{path.name})", ""]
     return "\n".join(lines)
 
 
-def _md_table(data: pd.DataFrame) -> list[str]:
+def _md_table(data: pd.DataFrame, p_values: bool = False) -> list[str]:
     if data.empty:
         return ["(none yet)"]
-    headers, rows, _ = view(data)
+    headers, rows, _ = view(data, p_values)
 
     def line(cells):
         return "| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |"
@@ -161,7 +173,9 @@ def html_page(title: str, sections: list[Section]) -> str:
     for i, s in enumerate(sections):
         body.append(f'<h2 id="s{i}">{html.escape(s.title)}</h2>')
         body += [_paragraph(p) for p in s.paragraphs]
-        body += [_html_table(t) for t in s.tables]
+        for t in s.tables:
+            body.append(_html_table(t))
+            body += [_paragraph(t.note)] if t.note else []
         body += [_figure(path, caption) for path, caption in s.figures]
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">\n'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
@@ -182,7 +196,7 @@ def _html_table(t: Table) -> str:
     caption = f'<p class="tcap"><b>{html.escape(t.title)}.</b> {html.escape(t.full_caption)}</p>'
     if t.data.empty:
         return f'{caption}<div class="scroll"><table><tbody><tr><td class="text">(none yet)</td></tr></tbody></table></div>'
-    headers, rows, keys = view(t.shown)
+    headers, rows, keys = view(t.shown, t.p_values)
     verdicts = t.data["verdict"].tolist()[:len(rows)] if "verdict" in t.data else [""] * len(rows)
     text = [all(row[i] is None for row in keys) for i in range(len(headers))]  # left-aligned columns
     head = "".join(f'<th class="text">{html.escape(h)}</th>' if t else f"<th>{html.escape(h)}</th>"

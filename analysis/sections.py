@@ -29,7 +29,8 @@ def write_report(data: StudyData, log) -> Path:
     if data.is_search:  # its top trials say more than configurations seen once each
         sections.append(_search_section(data, figure_dir, log))
     sections += [_configs_section(data), _effects_section(data, figure_dir, log),
-                 _curves_section(data, figure_dir, log), _best_trial_section(data, figure_dir, log)]
+                 _cost_section(data, figure_dir, log), _curves_section(data, figure_dir, log),
+                 _best_trial_section(data, figure_dir, log)]
     sections.append(_notes_section(data))
     sections.append(_definition_section(data))
     sections = [s for s in sections if s.paragraphs or s.tables or s.figures]
@@ -137,11 +138,24 @@ def _configs_section(data: StudyData) -> Section:
     text = [f"One row per configuration (its seeds grouped), best first by the mean of {data.target}"
             f" ({data.mode}). Each cell: mean ± std over seeds (for accuracies in percentage points), and"
             f" below it the 95% confidence interval of the mean (Student t over seeds).",
-            f"Each configuration is compared with the best by {stats.TEST_NAME} on {data.target} over seeds:"
+            f"Every two configurations with 2 or more seeds are compared on {data.target} by {stats.TEST_NAME},"
+            f" which holds the family-wise error rate at {stats.ALPHA:.0%} over all the pairs: when no"
+            f" configuration differs, the chance that any pair is called different is at most {stats.ALPHA:.0%}."
+            " **letters**: configurations that share a letter do not differ significantly. Against the best:"
             f" **tied** means p ≥ {stats.ALPHA} (the difference is within seed-to-seed noise), **worse** means"
             f" p < {stats.ALPHA}; **n=1, untested** means one side has a single seed, so no test is possible."
-            " The tests are pairwise against the best, not corrected for multiple comparisons.",
+            " **difference from the best**: the configuration's mean minus the best's, with its 95% Welch"
+            " interval (unequal variances; for this pair alone, not adjusted for the others, so it may exclude 0"
+            " where the adjusted test says tied); **Hedges' g**: that difference in pooled seed-to-seed standard"
+            " deviations, corrected for few seeds.",
             _conclusion(data, table)]
+    power = tables.power_summary(data, table)
+    two = int((table["n"] == 2).sum())
+    if two:
+        text.append(f"Note: {two} configuration(s) have only 2 seeds: a comparison on 2 seeds has little power"
+                    f" (2 seeds per side find a difference reliably only above"
+                    f" {_amount(data, stats.detectable_difference(power['std'], 2))}) and a wide interval. Use 3"
+                    " or more seeds.")
     metrics = tables.summary_metrics(data)
     first = [data.target] + [m for m in metrics if not fmt.is_loss(m) and m != data.target]
     second = [m for m in metrics if fmt.is_loss(m) and m != data.target]
@@ -149,11 +163,54 @@ def _configs_section(data: StudyData) -> Section:
     def columns(ms):
         return data.varied_keys + ["n"] + [f"{m} {f}" for m in ms for f in tables.STAT_FIELDS]
 
-    return Section("Configurations", text, [
-        Table("Per configuration: accuracy", table, sheet="configurations", show=columns(first) + ["p_value", "verdict"],
-              rows=MAX_ROWS),
-        Table("Per configuration: loss, time and size", table, "Same rows, same order.", sheet=None,
-              show=columns(second) + [f"{x} mean" for x in tables.EXTRAS] + ["verdict"], rows=MAX_ROWS)])
+    versus = ["letters", "verdict", "p_value"] + [f"{data.target} diff{f}" for f in ("", " ci_low", " ci_high")]
+    out = [Table("Per configuration: accuracy", table, sheet="configurations",
+                 show=columns(first) + versus + ["hedges_g"], rows=MAX_ROWS, note=_power_text(data, table, power)),
+           Table("Per configuration: loss, time and size", table, "Same rows, same order.", sheet=None,
+                 show=columns(second) + [f"{x} mean" for x in tables.EXTRAS] + ["verdict"], rows=MAX_ROWS)]
+    pairwise = tables.pairwise_table(data)
+    if len(pairwise) >= 2:
+        shown = list(pairwise.columns[:MAX_ROWS + 1])
+        cut = f" The first {MAX_ROWS} columns; tables.xlsx has them all." if len(pairwise) > MAX_ROWS else ""
+        out.append(Table("Pairwise p-values", pairwise,
+                         f"By {stats.TEST_NAME}, for every two configurations with 2+ seeds, in the order"
+                         f" above. Already adjusted for the number of pairs: below {stats.ALPHA} means they"
+                         f" differ.{cut}", sheet="pairwise p-values", show=shown, rows=MAX_ROWS, p_values=True))
+    return Section("Configurations", text, out)
+
+
+def _amount(data: StudyData, x: float) -> str:
+    """A difference in the metric's units: percentage points for accuracies."""
+    if pd.isna(x):
+        return "–"
+    return f"{100 * abs(x):.2f} percentage points" if fmt.is_accuracy(data.target) else fmt.number(data.target, abs(x))
+
+
+def _power_text(data: StudyData, table: pd.DataFrame, power: dict) -> str:
+    """Under the table: the smallest difference the study's seeds find, and the seeds the runner-up would need."""
+    if pd.isna(power["std"]):
+        return ("Seeds: no configuration has 2 or more seeds, so the seed-to-seed noise is unknown and no"
+                " difference can be tested. Set `seeds` to 3 or more in the study.")
+    seeds, target = power["seeds"], data.target
+    text = (f"Seeds: the seed-to-seed std of {target}, pooled over the {power['configurations']} configuration(s)"
+            f" with 2+ seeds, is {_amount(data, power['std'])}.")
+    if seeds >= 2:
+        text += (f" With {seeds} seeds per configuration, a true difference of {_amount(data, power['detectable'])}"
+                 f" or more is found {stats.POWER:.0%} of the time (one pair, two-sided, α = {stats.ALPHA}; t"
+                 f" approximation: (t(0.975, 2n−2) + t(0.80, 2n−2)) · std · √(2/n), n = {seeds}); smaller true"
+                 " differences mostly go unseen, and the Games-Howell adjustment over all pairs needs a little more.")
+    if len(table) >= 2:
+        runner = f"The runner-up ({_label(data, table.iloc[1])})"
+        needed = power["runner_up_seeds"]
+        if power["runner_up_diff"] == 0:
+            text += f" {runner} has the best's mean: no number of seeds separates them."
+        elif needed is None:
+            text += (f" {runner} is {_amount(data, power['runner_up_diff'])} from the best: more than 1000 seeds"
+                     " per configuration would be needed to separate them.")
+        else:
+            text += (f" {runner} is {_amount(data, power['runner_up_diff'])} from the best: {needed} seeds per"
+                     f" configuration would separate them with {stats.POWER:.0%} power.")
+    return text
 
 
 def _conclusion(data: StudyData, table: pd.DataFrame) -> str:
@@ -194,10 +251,41 @@ def _curves_section(data: StudyData, figure_dir: Path, log) -> Section:
     return Section("Learning curves", figures=_draw(data, log, figures.learning_curves, figure_dir))
 
 
+def _cost_section(data: StudyData, figure_dir: Path, log) -> Section:
+    section = Section(f"{data.target} against cost")
+    table = tables.pareto_table(data)
+    if table.empty:
+        return section
+    section.paragraphs.append(
+        f"Each configuration's mean {data.target} against its parameter count and its training time per epoch"
+        " (each trial's time_s / epochs_run, averaged over seeds; it depends on the machine and on the trials"
+        " that ran beside it). **front: params** and **front: time** mark the Pareto front: no other"
+        f" configuration has as good or a better {data.target} at the same or a lower cost. The means are"
+        " compared as they are, without the tests above: a configuration on the front may be tied with others.")
+    section.tables.append(Table(f"{data.target} against cost", table, "Best first.", sheet="pareto front",
+                                rows=MAX_ROWS))
+    section.figures += _draw(data, log, figures.pareto_fronts, table, figure_dir)
+    return section
+
+
 def _search_section(data: StudyData, figure_dir: Path, log) -> Section:
     section = Section("The search")
+    asha = data.study.get("scheduler") == "asha"
+    if asha and data.study.get("search") in ("random", "optuna"):
+        section.paragraphs.append(
+            "Note: ASHA stops weak trials at its rungs, and a stopped trial's numbers come from fewer epochs than"
+            " a finished one's: its metric is not comparable with theirs. The top trials below are therefore"
+            " ranked by the epochs they reached (the highest rung first), then by the metric.")
+        learns = ("TPE learns from those early values as if they were final, which favours configurations that"
+                  " learn fast over those that end best" if data.study.get("search") == "optuna" else
+                  "the random sampler does not learn from values, but Optuna's own record of the best trial does"
+                  " not tell early values from final ones")
+        section.paragraphs.append(
+            "Note: Ray passes a trial that ASHA stopped to Optuna (through OptunaSearch) with its last value, as if"
+            f" it had finished: {learns}.")
+    ranked = "the epochs reached (ASHA's rung, the highest first), then " if asha else ""
     section.tables.append(Table(f"Top {tables.TOP_K} trials", tables.top_trials(data),
-                                f"by {data.target} ({data.mode}).", sheet="top trials"))
+                                f"by {ranked}{data.target} ({data.mode}).", sheet="top trials"))
     if data.study.get("scheduler") == "asha" or (data.trials["outcome"] == "stopped_early").any():
         section.tables.append(Table("Trials stopped by ASHA, by rung", tables.rung_table(data),
                                     "The epoch each stopped trial reached, and its best metric.", sheet="asha rungs"))
@@ -207,8 +295,11 @@ def _search_section(data: StudyData, figure_dir: Path, log) -> Section:
     except Skipped as e:
         data.notes.append(str(e))
         return section
-    section.tables.append(Table("Parameter importance", importance, f"{evaluator}; for {data.target}.",
-                                sheet="importance"))
+    apart = " A key that only some trials set is evaluated apart, on those trials: its importance is among" \
+            " them, not part of the sum." if (importance["trials"] < len(data.finished)).any() else ""
+    section.tables.append(Table("Parameter importance", importance,
+                                f"{evaluator}; for {data.target}. Over all finished trials the importances sum to"
+                                f" 1.{apart}", sheet="importance"))
     section.figures += _draw(data, log, figures.importance_bars, importance, evaluator, figure_dir)
     return section
 

@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from analysis import stats
+from analysis import fmt, stats
 from analysis.load import OUTCOMES, StudyData
 
 # Summarised per configuration after the study's own metric, when present.
@@ -37,7 +37,13 @@ def summary_metrics(data: StudyData) -> list[str]:
 def summarise(trials: pd.DataFrame, by: list[str], metrics: list[str], target: str, mode: str,
               extras=()) -> pd.DataFrame:
     """One row per group of `by` columns: n, mean/std/CI of `metrics`, means of `extras`, and the
-    comparison of `target` with the best group (p_value, verdict); sorted best first."""
+    comparison of `target` with the best group (p_value, verdict, letters, difference, hedges_g); sorted
+    best first."""
+    return _summarise(trials, by, metrics, target, mode, extras)[0]
+
+
+def _summarise(trials, by, metrics, target, mode, extras=()) -> tuple[pd.DataFrame, np.ndarray]:
+    """summarise's table and the Games-Howell p-values between its rows (NaN for a row with fewer than 2 seeds)."""
     groups = list(trials.groupby(by, dropna=False, sort=False)) if by else [((), trials)]
     rows, samples = [], []
     for key, g in groups:
@@ -51,19 +57,69 @@ def summarise(trials: pd.DataFrame, by: list[str], metrics: list[str], target: s
         samples.append(g[target].to_numpy(dtype=float))
     table = pd.DataFrame(rows)
     if table.empty:
-        return table
+        return table, np.empty((0, 0))
     means = table[f"{target} mean"].to_numpy(dtype=float)
     order = sorted(range(len(table)), key=lambda i: (math.isnan(means[i]), -means[i] if mode == "max" else means[i]))
-    best = order[0]
-    table["p_value"] = [math.nan if i == best else stats.welch_p(samples[i], samples[best]) for i in range(len(table))]
-    table["verdict"] = [stats.verdict(p, i == best) for i, p in enumerate(table["p_value"])]
-    return table.iloc[order].reset_index(drop=True)
+    table, samples = table.iloc[order].reset_index(drop=True), [samples[i] for i in order]
+    # One family: every group with 2+ seeds against every other, so "tied with the best" and the letters
+    # rest on the same error-controlled test.
+    tested = [i for i, s in enumerate(samples) if len(stats.finite(s)) >= 2 and not np.isinf(s).any()]
+    p = np.full((len(table), len(table)), math.nan)
+    p[np.ix_(tested, tested)] = stats.games_howell([samples[i] for i in tested])
+    table["p_value"] = p[:, 0]
+    table["verdict"] = [stats.verdict(v, i == 0) for i, v in enumerate(table["p_value"])]
+    found = dict(zip(tested, stats.letters(p[np.ix_(tested, tested)])))
+    table["letters"] = [found.get(i) for i in range(len(table))]
+    effects = [stats.versus(s, samples[0]) if i else {} for i, s in enumerate(samples)]  # the best is the reference
+    for field, column in (("diff", "diff"), ("ci_low", "diff ci_low"), ("ci_high", "diff ci_high")):
+        table[f"{target} {column}"] = [e.get(field, math.nan) for e in effects]
+    table["hedges_g"] = [e.get("g", math.nan) for e in effects]
+    return table, p
 
 
 def config_table(data: StudyData) -> pd.DataFrame:
     """Per configuration (seeds grouped), best first."""
     extras = [x for x in EXTRAS if x in data.trials]
     return summarise(data.finished, data.key_columns, summary_metrics(data), data.target, data.mode, extras)
+
+
+def pairwise_table(data: StudyData) -> pd.DataFrame:
+    """The Games-Howell p-value of every two configurations with 2+ seeds, in config_table's order."""
+    table, p = _summarise(data.finished, data.key_columns, [data.target], data.target, data.mode)
+    tested = [i for i in range(len(table)) if not np.isnan(p[i]).all()]
+    names = unique_names(config_names(data, table.iloc[tested]))
+    return pd.DataFrame(p[np.ix_(tested, tested)], columns=names).assign(configuration=names)[["configuration", *names]]
+
+
+def config_names(data: StudyData, table: pd.DataFrame) -> list[str]:
+    """'conv, 14' for each row of a per-configuration table (the varied keys' values, in their order)."""
+    return [", ".join(fmt.value(r[k]) for k in data.varied_keys) or data.name for _, r in table.iterrows()]
+
+
+def unique_names(names: list[str]) -> list[str]:
+    """Column names must differ (0.1 and "0.1" read alike): number the repeats."""
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if seen[name] == 1 else f"{name} ({seen[name]})")
+    return out
+
+
+def power_summary(data: StudyData, table: pd.DataFrame) -> dict:
+    """What the study's seeds can detect: the pooled seed-to-seed std of the metric, the seeds per configuration
+    (study.json's `seeds`, else the most any configuration has), the smallest difference found with 80% power,
+    and for the runner-up its distance from the best and the seeds per configuration that would separate them."""
+    std = stats.pooled_std(table["n"], table[f"{data.target} std"]) if not table.empty else math.nan
+    seeds = data.study.get("seeds")
+    seeds = int(seeds) if isinstance(seeds, (int, float)) and seeds >= 1 else int(table["n"].max() or 0)
+    out = {"std": std, "seeds": seeds, "detectable": stats.detectable_difference(std, seeds),
+           "configurations": int((table["n"] >= 2).sum()) if not table.empty else 0,
+           "runner_up_diff": math.nan, "runner_up_seeds": None}
+    if len(table) >= 2:
+        diff = float(table.loc[1, f"{data.target} mean"] - table.loc[0, f"{data.target} mean"])
+        out.update(runner_up_diff=diff, runner_up_seeds=stats.seeds_needed(diff, std))
+    return out
 
 
 def factor_tables(data: StudyData) -> dict[str, pd.DataFrame]:
@@ -101,7 +157,13 @@ def problem_table(data: StudyData) -> pd.DataFrame:
 
 
 def top_trials(data: StudyData, k: int = TOP_K) -> pd.DataFrame:
-    t = data.finished.sort_values(data.target, ascending=data.mode == "min").head(k)
+    """The best k trials; under ASHA those that reached the highest rung first: a trial stopped at an early
+    rung has a metric from fewer epochs, not comparable with a trial that trained to the end."""
+    t = data.finished
+    if data.study.get("scheduler") == "asha" and "epochs_run" in t:
+        t = t.sort_values(["epochs_run", data.target], ascending=[False, data.mode == "min"]).head(k)
+    else:
+        t = t.sort_values(data.target, ascending=data.mode == "min").head(k)
     cols = ["trial_id", "outcome", *data.key_columns, "seed", "epochs_run", data.target, "test_acc_at_best", "time_s"]
     return _rename_keys(t[[c for c in dict.fromkeys(cols) if c in t]]).reset_index(drop=True)
 
@@ -115,6 +177,24 @@ def rung_table(data: StudyData) -> pd.DataFrame:
     return table.rename_axis("stopped after epoch").reset_index()
 
 
+def pareto_table(data: StudyData) -> pd.DataFrame:
+    """Per configuration: the mean of the study's metric, the parameter count and the training time per epoch
+    (each trial's time_s / epochs_run, averaged over seeds), and whether it is on the Pareto front against each
+    cost (no configuration is as good or better and as cheap or cheaper); best first."""
+    t = data.finished
+    per_epoch = t["time_s"] / t["epochs_run"].where(t["epochs_run"] > 0) if {"time_s", "epochs_run"} <= set(t) \
+        else pd.Series(math.nan, index=t.index)
+    t = t.assign(params=t["params"] if "params" in t else math.nan, epoch_time=per_epoch)
+    table = summarise(t, data.key_columns, [data.target], data.target, data.mode, extras=["params", "epoch_time"])
+    if table.empty:
+        return table
+    table = table[[*data.varied_keys, "n", f"{data.target} mean", "params mean", "epoch_time mean"]].copy()
+    quality = table[f"{data.target} mean"]
+    table["front: params"] = stats.non_dominated(quality, table["params mean"], data.mode)
+    table["front: time"] = stats.non_dominated(quality, table["epoch_time mean"], data.mode)
+    return table
+
+
 def _rename_keys(t: pd.DataFrame) -> pd.DataFrame:
     return t.rename(columns=lambda c: c.removeprefix("config/"))
 
@@ -122,31 +202,47 @@ def _rename_keys(t: pd.DataFrame) -> pd.DataFrame:
 # ---------------------------------------------------------------- parameter importance
 
 def importance_table(data: StudyData) -> tuple[pd.DataFrame, str]:
-    """Importance of each varied key for the metric, from an in-memory Optuna study of the finished
-    trials; returns the table and the evaluator's description."""
-    import optuna
-
+    """Importance of each varied key for the metric, from an in-memory Optuna study of the finished trials;
+    returns the table and the evaluator's description. A key only some trials set (momentum only with sgd:
+    empty in the others) is evaluated apart, on the trials that set it; its row says on how many."""
     t = data.finished
     if len(t) < 2 or not data.varied_keys:
         raise Skipped("Parameter importance needs at least 2 finished trials and 1 varied key.")
     dists = {k: d for k, c in zip(data.varied_keys, data.key_columns) if (d := _distribution(t[c])) is not None}
     if not dists:
         raise Skipped("Parameter importance: no varied key took two values among the finished trials.")
+    always = [k for k in dists if t[f"config/{k}"].notna().all()]
+    rows = []
+    if always:
+        found = _importances(data, t, {k: dists[k] for k in always})
+        rows += [{"parameter": k, "importance": v, "trials": len(t), "evaluated on": "all finished trials"}
+                 for k, v in found.items()]
+    for key in (k for k in dists if k not in always):
+        some = t[t[f"config/{key}"].notna()]
+        keys = [k for k in always + [key] if _distribution(some[f"config/{k}"]) is not None]
+        if key not in keys or len(some) < 2:
+            data.notes.append(f"Parameter importance: {key} is set in {len(some)} of {len(t)} finished trials and"
+                              " does not vary among them: not evaluated.")
+            continue
+        found = _importances(data, some, {k: _distribution(some[f"config/{k}"]) for k in keys})
+        rows.append({"parameter": key, "importance": found[key], "trials": len(some),
+                     "evaluated on": f"the {len(some)} trials that set it, with {', '.join(keys)}"})
+    if not rows:
+        raise Skipped("Parameter importance needs at least 2 finished trials with a varied key set.")
+    return pd.DataFrame(rows), f"{_evaluator()[1]}, over {len(t)} finished trials"
+
+
+def _importances(data: StudyData, t: pd.DataFrame, dists: dict) -> dict[str, float]:
+    import optuna
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize" if data.mode == "max" else "minimize")
     for _, row in t.iterrows():
         params = {k: _param(row[f"config/{k}"], d) for k, d in dists.items()}
-        if any(v is None for v in params.values()):
-            continue  # a numeric key with no value in this trial
         study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=float(row[data.target])))
-    if len(study.trials) < 2:
-        raise Skipped("Parameter importance needs at least 2 finished trials with every varied key set.")
-    evaluator, described = _evaluator()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # optuna's ExperimentalWarning and small-sample warnings
-        importances = optuna.importance.get_param_importances(study, evaluator=evaluator)
-    table = pd.DataFrame({"parameter": list(importances), "importance": list(importances.values())})
-    return table, f"{described}, over {len(study.trials)} finished trials"
+        return optuna.importance.get_param_importances(study, evaluator=_evaluator()[0])
 
 
 def _evaluator():
@@ -161,7 +257,7 @@ def _distribution(values: pd.Series):
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     present = values.dropna()
-    if values.nunique(dropna=False) < 2 or present.empty:
+    if present.nunique() < 2:  # empty (NaN) is "not set", not a value: see importance_table
         return None
     if pd.api.types.is_numeric_dtype(present) and not pd.api.types.is_bool_dtype(present):
         lo, hi = float(present.min()), float(present.max())
@@ -169,7 +265,7 @@ def _distribution(values: pd.Series):
         if np.all(present == np.round(present)):
             return IntDistribution(int(lo), int(hi), log=log and lo >= 1)
         return FloatDistribution(lo, hi, log=log)
-    return CategoricalDistribution(sorted({str(v) for v in values}))
+    return CategoricalDistribution(sorted({str(v) for v in present}))
 
 
 def _param(value, dist):
@@ -177,6 +273,4 @@ def _param(value, dist):
 
     if isinstance(dist, CategoricalDistribution):
         return str(value)
-    if pd.isna(value):
-        return None
     return int(value) if isinstance(dist, IntDistribution) else float(value)

@@ -129,10 +129,13 @@ def test_config_table_statistics_and_ties(tmp_path):
     # By hand: conv/14 mean 0.98133, sd 0.002517; conv/7 mean 0.979, sd 0.003606.
     assert table.loc[0, "best_val_acc mean"] == pytest.approx((0.981 + 0.984 + 0.979) / 3)
     assert table.loc[1, "best_val_acc std"] == pytest.approx(math.sqrt((0.001**2 + 0.004**2 + 0.003**2) / 2))
-    p_conv7 = sps.ttest_ind([0.978, 0.983, 0.976], [0.981, 0.984, 0.979], equal_var=False).pvalue
+    # Games-Howell over all four configurations, in the table's order.
+    p = sps.tukey_hsd(*(GRID[k] for k in [("conv", 14), ("conv", 7), ("pool", 14), ("pool", 7)]),
+                      equal_var=False).pvalue
     assert table["verdict"].tolist() == ["best", "tied", "worse", "worse"]
-    assert table.loc[1, "p_value"] == pytest.approx(p_conv7) and p_conv7 >= 0.05
-    assert math.isnan(table.loc[0, "p_value"]) and table.loc[2, "p_value"] < 0.05
+    assert table["p_value"].iloc[1:].tolist() == pytest.approx(p[1:, 0].tolist()) and p[1, 0] >= 0.05
+    assert math.isnan(table.loc[0, "p_value"]) and p[2, 0] < 0.05 and p[3, 0] < 0.05
+    assert table["letters"].tolist() == ["a", "a", "b", "c"]  # pool/14 and pool/7 differ from everything
 
 
 def test_single_seed_is_untested_and_min_mode(tmp_path):
@@ -183,7 +186,7 @@ def test_all_files_written(grid_report):
     assert "<img src=\"figures/" not in page and "http" not in page.replace("http-equiv", "")
     md = (grid_report / "report.md").read_text()
     assert "98.13% ± 0.25" in md  # conv/14: mean 98.133%, sd 0.2517 points
-    assert "Welch" in md and "tied" in md
+    assert "Games-Howell" in md and "family-wise error rate at 5%" in md and "tied" in md
 
 
 def test_cli_error_for_a_folder_that_is_not_a_study(tmp_path, capsys):
