@@ -312,7 +312,7 @@ def importance_bars(data: StudyData, table: pd.DataFrame, evaluator: str, out: P
     ax.barh(names, t["importance"], color=["C1" if a else "C0" for a in apart])
     for y, v in enumerate(t["importance"]):
         ax.text(v, y, f" {v:.2f}", va="center", fontsize=9)
-    ax.set(xlabel=f"importance for {data.target} (sums to 1)", xlim=(0, max(1e-9, t["importance"].max()) * 1.18),
+    ax.set(xlabel=f"importance for {data.target} ({'blue bars ' if apart.any() else ''}sum to 1)", xlim=(0, max(1e-9, t["importance"].max()) * 1.18),
            title=f"{data.name}: parameter importance ({evaluator.split(' ')[0]})")
     return save(fig, out / "importance.png")
 
