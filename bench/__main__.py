@@ -3,19 +3,19 @@ to bench/history.jsonl. Every figure is a ratio of two things measured side by s
 
 from __future__ import annotations
 
-import os
+import argparse
+import json
+import math
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
 
-# Before torch is first imported (by any part): see hpo/trainable.py on OpenMP's wait policy.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # Ray only on 127.0.0.1
+from hpo import env
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from datetime import datetime, timezone  # noqa: E402
-from pathlib import Path  # noqa: E402
+# Before torch or Ray is first imported (by any part): importing hpo set what they read (hpo/env.py);
+# the bench's own Ray is embedded and stays on 127.0.0.1.
+env.keep_ray_on_loopback(None)
 
 HERE = Path(__file__).resolve().parent
 CPU_PARTS = ("data", "threads", "overhead", "study")

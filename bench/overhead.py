@@ -14,7 +14,6 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from unittest import mock
 
 from bench.common import timed, wait_until_quiet
 
@@ -49,17 +48,17 @@ def _study(num_trials: int):
 
 
 def toolkit_study(num_trials: int, root: Path) -> float:
-    """Seconds for hpo.run.build_tuner(...).fit() of `num_trials` trivial trials (Ray already started)."""
-    import hpo.trainable
-    from hpo.run import build_tuner, parse_args
+    """Seconds for hpo.run.build_tuner(...).fit() of `num_trials` trivial trials (Ray already started):
+    hpo.run's Tuner set-up and report writer, with the trivial trainable in place of the real one."""
+    from hpo.run import Plan, RunOptions, build_tuner, report_writer
+    from hpo.trainable import RunSettings
 
     study = _study(num_trials)
     study_dir = root / f"toolkit-{time.monotonic_ns()}" / study.name
-    args = parse_args(["bench_overhead.py", "--results", str(study_dir.parent), "--no-analysis"])
+    options = RunOptions(study_file="bench_overhead.py", results=str(study_dir.parent), analysis=False)
+    plan = Plan(study, options, study_dir, str(study_dir), RunSettings(study.dataset, study.model, study.epochs))
     start = time.perf_counter()
-    # build_tuner wraps hpo.trainable.tune_trainable: swap in the trivial one, keep everything else.
-    with mock.patch.object(hpo.trainable, "tune_trainable", trivial_trainable):
-        tuner = build_tuner(study, args, study_dir, f"{study_dir}/experiment", str(study_dir))
+    tuner = build_tuner(plan, trivial_trainable, [report_writer(plan)])
     results = tuner.fit()
     elapsed = time.perf_counter() - start
     _check(results, num_trials)
@@ -121,18 +120,17 @@ def measure(num_trials: int = 16, repeats: int = 3, default_trials: int | None =
     trial_overhead_s: seconds per trial of the N-trial study (amortised: includes the Tuner's and the
     actors' start-up spread over N). marginal_s: the slope between the two study sizes, (T_N - T_small) /
     (N - small), what one more trial costs once the study runs."""
-    from hpo.run import parse_args, set_ray_environment, start_ray
-
-    # Before Ray is first imported, as hpo.run does: Ray reads it then. (Imported first, Ray kept its
-    # `uv run` hook, which started every worker through uv: seconds more per trial actor.)
-    args = parse_args(["bench.py"])
-    set_ray_environment(args)
+    # Importing hpo sets Ray's environment (hpo/env.py) before Ray is first imported: Ray reads it then.
+    # (Imported first, Ray kept its `uv run` hook, which started every worker through uv: seconds more
+    # per trial actor.)
+    from hpo.run import RunOptions, start_ray
+    options = RunOptions(study_file="bench.py")
     import ray
 
     default_trials = default_trials or num_trials
     small_trials = small_trials or max(1, num_trials // 2)
     own_ray = not ray.is_initialized()
-    ray_init_s = timed(start_ray, args)[0] if own_ray else float("nan")  # embedded, 127.0.0.1, as hpo.run
+    ray_init_s = timed(start_ray, options)[0] if own_ray else float("nan")  # embedded, 127.0.0.1, as hpo.run
     toolkit, small, default, plain, waited = [], [], [], [], []
 
     def settled(study, *args):

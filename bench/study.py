@@ -19,13 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import tempfile
 import time
 from pathlib import Path
-from unittest import mock
 
 from bench.common import fashion_data_dir, wait_until_quiet
+from hpo import env
 
 NAME = "bench_study"
 
@@ -44,24 +43,20 @@ def make_study(num_trials: int, epochs: int):
 
 
 def run_study(study, root: Path, data_dir: str | None, max_train: int, max_eval: int) -> dict:
-    """The study through hpo.run's own functions. hpo.run sizes trials only by --smoke: the bench sets
-    --smoke and hpo.run's smoke sizes to its own (build_tuner reads nothing else of --smoke)."""
-    import hpo.run as run
+    """The study through hpo.run's own API (build_tuner with the real trainable and report writer),
+    each trial capped at the bench's image counts."""
+    from hpo.run import Plan, RunOptions, build_tuner, report_writer, start_ray
+    from hpo.trainable import RunSettings, tune_trainable
 
-    argv = [f"{NAME}.py", "--results", str(root), "--no-analysis", "--smoke", "--cpus-per-trial", "1"]
-    if data_dir:
-        argv += ["--data-dir", data_dir]
-    args = run.parse_args(argv)
-    run.set_ray_environment(args)
+    options = RunOptions(study_file=f"{NAME}.py", results=str(root), data_dir=data_dir, analysis=False)
+    settings = RunSettings(study.dataset, study.model, study.epochs, data_dir, max_train, max_eval)
     study_dir = root / study.name
-    import ray
-
+    plan = Plan(study, options, study_dir, str(study_dir), settings)
     start = time.perf_counter()
-    run.start_ray(args)
+    ray = start_ray(options)
     ray_init_s = time.perf_counter() - start
     try:
-        with mock.patch.multiple(run, SMOKE_TRAIN=max_train, SMOKE_EVAL=max_eval):
-            tuner = run.build_tuner(study, args, study_dir, f"{study_dir}/experiment", str(study_dir))
+        tuner = build_tuner(plan, tune_trainable, [report_writer(plan)])
         fit_start = time.perf_counter()
         results = tuner.fit()
         fit_s = time.perf_counter() - fit_start
@@ -100,7 +95,7 @@ def measure(quick: bool = False, num_trials: int | None = None, epochs: int | No
     max_train = max_train or (1024 if quick else 12000)
     max_eval = max_eval or (500 if quick else 5000)
     data_dir = data_dir or fashion_data_dir()
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # before Ray is imported: 127.0.0.1 only
+    env.keep_ray_on_loopback(None)  # before make_study imports Ray: Ray reads it then (hpo/env.py)
     study = make_study(num_trials, epochs)
     with tempfile.TemporaryDirectory(prefix="bench-study-") as tmp:
         ran = run_study(study, Path(tmp), data_dir, max_train, max_eval)

@@ -18,7 +18,8 @@ from pathlib import Path
 import pandas as pd
 from ray import tune
 
-from hpo.study import METRICS, Study
+from hpo import storage
+from hpo.study import METRICS, OUTCOMES, Study
 
 HIGHER_IS_BETTER = {m: m.endswith("_acc") or m == "samples_per_s" for m in METRICS}
 
@@ -46,7 +47,8 @@ def hardware() -> dict:
 def read_result_files(experiment_path) -> dict[str, dict[int, dict]]:
     """Epochs already reported by an earlier run of this experiment (for --resume)."""
     history: dict[str, dict[int, dict]] = {}
-    for text in result_files(str(experiment_path)):
+    for trial_dir in storage.subfolders(str(experiment_path)):
+        text = storage.read_text(f"{trial_dir}/result.json") or ""  # none: a trial that never reported
         for line in text.splitlines():
             try:
                 result = json.loads(line)
@@ -55,31 +57,6 @@ def read_result_files(experiment_path) -> dict[str, dict[int, dict]]:
             if "epoch" in result and "trial_id" in result and "error" not in result:
                 history.setdefault(result["trial_id"], {})[int(result["epoch"])] = result
     return history
-
-
-def result_files(experiment_path: str) -> list[str]:
-    """The text of every trial's result.json: in a folder, or under a URI (s3://...) read with pyarrow."""
-    if "://" not in experiment_path:
-        return [p.read_text() for p in Path(experiment_path).glob("*/result.json")]
-    import pyarrow.fs
-    fs, root = pyarrow.fs.FileSystem.from_uri(experiment_path)
-    texts = []
-    for info in fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True)):
-        if info.type == pyarrow.fs.FileType.Directory:
-            try:
-                with fs.open_input_stream(f"{info.path}/result.json") as f:
-                    texts.append(f.read().decode())
-            except (FileNotFoundError, OSError):
-                pass  # a trial that never reported
-    return texts
-
-
-def upload(local_dir: Path, uri: str) -> None:
-    """Copy a folder to a URI (s3://, gs://...) with pyarrow, as Ray Tune does with the experiment."""
-    import pyarrow.fs
-    fs, path = pyarrow.fs.FileSystem.from_uri(uri)
-    fs.create_dir(path, recursive=True)
-    pyarrow.fs.copy_files(str(local_dir), path, destination_filesystem=fs)
 
 
 def error_line(trial) -> str:
@@ -117,6 +94,7 @@ class ReportWriter(tune.Callback):
         self.trials: list = []
         self.best: float | None = None
         self.last_write = 0.0
+        self.counts: dict[str, int] = {"total": 0, **dict.fromkeys(OUTCOMES, 0)}  # trials by outcome, as last written
         self.environment = {"versions": versions(), "hardware": hardware()}  # once: writes happen in Tune's loop
 
     @property
@@ -127,6 +105,8 @@ class ReportWriter(tune.Callback):
         # Resuming: keep what the earlier run reported (nothing is found for a new experiment).
         self.history = read_result_files(self.experiment_path)
         self.meta["ended"] = None
+        if not (self.report_dir / "study.json").exists():  # a resumed run keeps its report until it has news
+            self.write()  # study.json from the start: it records what this run was started with (--resume checks it)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self.trials = trials
@@ -172,17 +152,16 @@ class ReportWriter(tune.Callback):
             frame.to_csv(tmp, index=False)
             os.replace(tmp, self.report_dir / name)  # a reader never sees half a file
         counts = trials["outcome"].value_counts().to_dict() if len(trials) else {}
-        summary = {"total": len(trials), **{k: int(counts.get(k, 0)) for k in
-                   ("completed", "stopped_early", "diverged", "failed", "interrupted", "running", "pending")}}
+        self.counts = {"total": len(trials), **{k: int(counts.get(k, 0)) for k in OUTCOMES}}
         document = {"study": self.study.to_json(), "varied_keys": self.study.varied_keys(), **self.meta,
-                    "experiment_path": str(self.experiment_path), "trials": summary,
+                    "experiment_path": str(self.experiment_path), "trials": self.counts,
                     **self.environment}
         tmp = self.report_dir / "study.json.tmp"
         tmp.write_text(json.dumps(document, indent=2, default=str))
         os.replace(tmp, self.report_dir / "study.json")
         if self.mirror:
             try:
-                upload(self.report_dir, self.mirror)
+                storage.upload(self.report_dir, self.mirror)
             except OSError as e:  # storage briefly unreachable: the next write copies it again
                 print(f"warning: could not copy the report to {self.mirror}: {e}", file=sys.stderr, flush=True)
 

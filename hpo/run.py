@@ -3,29 +3,70 @@
 Locally it starts an embedded Ray on 127.0.0.1; with --address (or inside
 `ray job submit`) it joins that cluster. Results: <results>/<study>/experiment
 (Ray's experiment directory) and <results>/<study>/report (see docs/report-format.md).
+
+As a library: `plan(RunOptions(...))` loads and checks everything (no side
+effects), `execute(plan)` runs it; `build_tuner(plan, trainable, callbacks)` is
+the Ray Tune set-up alone (bench/ uses it).
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
 import dataclasses
+import errno
+import fcntl
 import json
-import math
 import os
 import runpy
 import shutil
 import signal
+import subprocess
 import sys
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
+from hpo import env, storage
 from hpo.errors import HpoError
+from hpo.study import (FINISHED, SMOKE_EPOCHS, SMOKE_EVAL, SMOKE_TRAIN, SMOKE_TRIALS, TRAINABLE_KEYS, Study,
+                       parse_overrides, possible_values)
 
-SMOKE_EPOCHS, SMOKE_TRIALS, SMOKE_TRAIN, SMOKE_EVAL = 2, 4, 2048, 1024
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run a study: what the command line says (README, "Running a study")."""
+
+    study_file: str
+    results: str = "results"
+    data_dir: str | None = None
+    smoke: bool = False
+    resume: bool = False
+    overwrite: bool = False
+    address: str | None = None
+    storage: str | None = None
+    gpus_per_trial: float | None = None  # None: 0.25 where the cluster has GPUs, else 0
+    cpus_per_trial: float = 1
+    max_concurrent: int | None = None
+    max_failures: int = 2
+    overrides: tuple[str, ...] = ()  # --set KEY=VALUE
+    analysis: bool = True
+
+    @property
+    def cluster_address(self) -> str | None:
+        return self.address or os.environ.get("RAY_ADDRESS")
+
+    def command(self, resume: bool = False) -> str:
+        """The command line that runs (or, with resume, continues) this study."""
+        options = [f"--results {self.results}"] if self.results != "results" else []
+        options += [f"--storage {self.storage}"] if self.storage else []
+        options += [f"--address {self.address}"] if self.address else []
+        options += [f"--data-dir {self.data_dir}"] if self.data_dir else []
+        options += [f"--set {s}" for s in self.overrides] + (["--smoke"] if self.smoke else [])
+        options += ["--resume"] if resume else []
+        return " ".join(["python -m hpo.run", self.study_file, *options])
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv=None) -> RunOptions:
     p = argparse.ArgumentParser(prog="python -m hpo.run", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("study", help="a study file, e.g. studies/mnist_batchsize.py")
@@ -47,31 +88,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a study field or a space key, e.g. --set dataset=fashion_mnist --set epochs=3")
     p.add_argument("--no-analysis", action="store_true", help="skip python -m analysis at the end")
-    return p.parse_args(argv)
-
-
-def parse_value(text: str):
-    """'0.01' -> 0.01, 'True' -> True, '[1, 2]' -> [1, 2]; anything else stays a string."""
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
-
-
-def parse_set(items: list[str]) -> dict:
-    overrides = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise HpoError(f"--set {item!r}: expected KEY=VALUE, e.g. --set lr=0.001 or --set dataset=fashion_mnist.")
-        overrides[key.strip()] = parse_value(value.strip())
-    return overrides
+    a = p.parse_args(argv)
+    return RunOptions(study_file=a.study, results=a.results, data_dir=a.data_dir, smoke=a.smoke, resume=a.resume,
+                      overwrite=a.overwrite, address=a.address, storage=a.storage, gpus_per_trial=a.gpus_per_trial,
+                      cpus_per_trial=a.cpus_per_trial, max_concurrent=a.max_concurrent,
+                      max_failures=a.max_failures, overrides=tuple(a.set), analysis=not a.no_analysis)
 
 
 def load_study(path: str):
     """Execute a study file and return its `study` (an hpo.Study)."""
-    from hpo.study import Study
-
     file = Path(path)
     if not file.is_file():
         raise HpoError(f"Study file {path} does not exist. Study files live in studies/, e.g. studies/mnist_batchsize.py.")
@@ -96,99 +121,239 @@ def load_study(path: str):
     return study
 
 
-def smoke(study):
-    """The same study, shrunk to a quick check of the whole pipeline."""
-    space = dict(study.space)
-    grids = {k: list(v["grid_search"]) for k, v in space.items() if isinstance(v, dict) and "grid_search" in v}
-    while study.search == "grid" and grids and math.prod(map(len, grids.values())) > SMOKE_TRIALS:
-        longest = max(grids, key=lambda k: len(grids[k]))
-        grids[longest].pop()  # keep the first values: the smoke study still varies what the study varies
-    space.update({k: {"grid_search": v} for k, v in grids.items()})
-    samples = 1 if study.search == "grid" else min(study.num_samples, SMOKE_TRIALS)
-    return dataclasses.replace(study, space=space, epochs=min(study.epochs, SMOKE_EPOCHS), num_samples=samples,
-                               seeds=1, grace_period=1)
+@dataclass(frozen=True)
+class Plan:
+    """A study ready to run: checked, with its folders and what every trial shares."""
 
+    study: Study
+    options: RunOptions
+    study_dir: Path  # the report is written here (<results>/<name>, or <storage>/<name> for a path)
+    storage_path: str  # Ray Tune keeps the experiment in <storage_path>/experiment (a path or a URI)
+    settings: "RunSettings"  # noqa: F821  (hpo.trainable, imported late: it loads torch)
+    data: dict = dataclasses.field(default_factory=dict)  # what was read: dataset, folder, images per split
 
-def is_uri(path) -> bool:
-    return bool(path) and "://" in str(path)
+    @property
+    def experiment_path(self) -> str:
+        return f"{self.storage_path}/experiment"
 
+    @property
+    def lock_path(self) -> Path:
+        return self.study_dir.parent / f".{self.study.name}.lock"
 
-def storage_exists(path: str) -> bool:
-    """Whether a file or folder exists: a local path, or a URI (s3://, gs://...) read with pyarrow."""
-    if not is_uri(path):
-        return Path(path).exists()
-    import pyarrow.fs
-    fs, fs_path = pyarrow.fs.FileSystem.from_uri(path)
-    return fs.get_file_info(fs_path).type != pyarrow.fs.FileType.NotFound
-
-
-def prepare_study_dir(study_dir: Path, args, storage_path: str | None = None) -> None:
-    """`storage_path`: where Ray Tune keeps the experiment (<storage>/<name>; study_dir unless --storage is a URI)."""
-    storage_path = storage_path or str(study_dir)
-    experiment = f"{storage_path}/experiment"
-    if args.resume and args.overwrite:
-        raise HpoError("--resume and --overwrite contradict each other: choose one.")
-    if args.resume:
-        if not storage_exists(f"{experiment}/tuner.pkl"):
-            raise HpoError(f"--resume: {experiment} holds no interrupted study to continue. Run without --resume.")
-        return
-    remote = is_uri(storage_path) and storage_exists(storage_path)
-    if remote or (study_dir.exists() and any(study_dir.iterdir())):
-        if not args.overwrite:
-            raise HpoError(f"Results for this study already exist in {storage_path if remote else study_dir}. Add "
-                           f"--resume to continue it, --overwrite to delete them and start again, or --results DIR "
-                           f"(--storage URI) to write elsewhere.")
-        if study_dir.exists():
-            shutil.rmtree(study_dir)
-        if remote:
-            import pyarrow.fs
-            fs, fs_path = pyarrow.fs.FileSystem.from_uri(storage_path)
-            fs.delete_dir(fs_path)
+    def record(self) -> dict:
+        """What this run was started with: a --resume must be started with the same (study.json)."""
+        study = {k: v for k, v in self.study.to_json().items() if k != "description"}
+        return {"study": study, "smoke": self.options.smoke,
+                "data": {k: self.data.get(k) for k in ("dataset", "train_images", "test_images")}}
 
 
 def in_ray_job() -> bool:
     return "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ  # set by Ray for the entrypoint of `ray job submit`
 
 
-def check_job_paths(args) -> None:
+def check_job_paths(options: RunOptions) -> None:
     """Inside `ray job submit` the working directory is a temporary copy of the project (Ray's runtime
     environment): results written there would be lost with it."""
     if not in_ray_job():
         return
-    target = args.storage or args.results
-    if not is_uri(target) and not Path(target).is_absolute():
+    target = options.storage or options.results
+    if not storage.is_uri(target) and not Path(target).is_absolute():
         raise HpoError(f"This study runs inside `ray job submit`, whose working directory is a temporary copy of "
                        f"the project: results in {target}/ would be lost. Pass --storage with an absolute path on "
                        f"a file system every node shares (e.g. --storage /shared/hpo), or a URI (s3://..., gs://...).")
 
 
-def cluster_address(args) -> str | None:
-    return args.address or os.environ.get("RAY_ADDRESS")
+def check_results_root(root: Path, flag: str) -> None:
+    """The folder the study's folder goes in: a writable folder, or one that can be made."""
+    existing = next(p for p in (root, *root.parents) if p.exists())
+    if not existing.is_dir():
+        raise HpoError(f"{flag} {root}: {existing} is a file, not a folder. Give a folder for the results.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise HpoError(f"{flag} {root}: {existing} is not writable. Give a folder you can write to.")
 
 
-def set_ray_environment(args) -> None:
-    """Must run before Ray is first imported (study files import it too)."""
-    address = cluster_address(args)
-    host = (address or "").split("://")[-1].rsplit(":", 1)[0].strip("[]")
-    if not address or host in ("127.0.0.1", "localhost", "::1"):
-        # Read by Ray when it is imported: keeps GCS, raylet, dashboard and workers on
-        # loopback (shared/RAY_NOTES.md). Local studies open no ports to the network, and a
-        # driver joining a cluster at 127.0.0.1 reaches it there, not at this machine's other address.
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    # Ray's `uv run` hook would start every worker with `uv run` in a fresh copy of the project, which
-    # builds a new .venv there for every Ray session (on a cluster: downloads torch on every node).
-    # Workers use the Python of the node that runs them instead: this environment, or the one
-    # `uv run ray start` runs in on a cluster node (README, "Run on a cluster").
-    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+def check_local_resources(options: RunOptions) -> None:
+    """A trial asking for more than this machine has would wait forever: say so before anything starts."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if options.cpus_per_trial <= 0 or options.cpus_per_trial > cpus:
+        raise HpoError(f"--cpus-per-trial {options.cpus_per_trial:g}: this machine has {cpus} CPUs; give a number "
+                       f"in (0, {cpus}] (fractions pack several trials onto one CPU).")
+    if options.gpus_per_trial:
+        import torch
+        gpus = torch.cuda.device_count()
+        if options.gpus_per_trial < 0 or options.gpus_per_trial > gpus:
+            raise HpoError(f"--gpus-per-trial {options.gpus_per_trial:g}: this machine has {gpus} GPUs; give a "
+                           f"number in [0, {gpus}]" + (" (fractions pack several trials onto one GPU)." if gpus
+                                                       else ", or leave it out."))
 
 
-def start_ray(args):
+def check_splits(study: Study, train_images: int, max_train: int | None) -> None:
+    """Every val_fraction and batch size the space can ask for leaves trials something to train on."""
+    for fraction in possible_values(study.space.get("val_fraction", TRAINABLE_KEYS["val_fraction"][0])) or []:
+        n_val = round(train_images * fraction)
+        n_train = min(train_images - n_val, max_train or train_images)
+        if not 0 < n_val < train_images:
+            raise HpoError(f"Study '{study.name}': val_fraction {fraction:g} of {train_images} training images "
+                           f"leaves an empty {'validation' if n_val == 0 else 'training'} split.")
+        for batch in possible_values(study.space.get("batch_size", TRAINABLE_KEYS["batch_size"][0])) or []:
+            if batch > n_train:
+                raise HpoError(f"Study '{study.name}': batch_size {batch} is larger than the training split "
+                               f"({n_train} images with val_fraction {fraction:g}). Give a smaller batch size.")
+
+
+def plan(options: RunOptions) -> Plan:
+    """Load and check everything a run needs, before Ray starts; nothing is written."""
+    from hpo.trainable import RunSettings
+
+    env.keep_ray_on_loopback(options.cluster_address)  # before the study file imports Ray
+    study = load_study(options.study_file).with_overrides(parse_overrides(options.overrides))
+    if options.smoke:
+        study = study.smoke()
+    check_job_paths(options)
+    if storage.is_uri(options.storage):  # the report is written here and copied to <storage>/<name>/report
+        root, flag = Path(options.results).resolve(), "--results"
+        storage_path = f"{options.storage.rstrip('/')}/{study.name}"
+    else:
+        root = Path(options.storage or options.results).resolve()
+        flag = "--storage" if options.storage else "--results"
+        storage_path = str(root / study.name)
+    check_results_root(root, flag)
+    if options.data_dir and Path(options.data_dir).exists() and not Path(options.data_dir).is_dir():
+        raise HpoError(f"--data-dir {options.data_dir} is a file. Give the folder that holds the datasets "
+                       f"(README, \"Data\"), or a new folder to download them into.")
+    data_dir = options.data_dir or os.environ.get("HPO_DATA_DIR") or ("data" if Path("data").is_dir() else None)
+    data_dir = data_dir and str(Path(data_dir).resolve())  # trials run in other working directories
+    settings = RunSettings(study.dataset, study.model, study.epochs, data_dir,
+                           SMOKE_TRAIN if options.smoke else None, SMOKE_EVAL if options.smoke else None)
+    data = {"dataset": study.dataset, "data_dir": data_dir}
+    if not options.cluster_address:
+        # Read the data once here, so a missing or corrupt file is one clear message before Ray starts.
+        # (On a cluster each node reads its own copy; the head need not have one.)
+        from hpo.data import load_raw, locate
+        new_dir = options.data_dir and not Path(options.data_dir).exists()
+        folder = locate(study.dataset, data_dir)  # downloads into a new --data-dir when found nowhere
+        if new_dir and not folder.resolve().is_relative_to(data_dir):
+            raise HpoError(f"--data-dir {options.data_dir} does not exist; {study.dataset} would be read from "
+                           f"{folder} instead. Pass the folder that holds it, or create {options.data_dir} "
+                           "to download it there.")
+        data["folder"] = str(folder)
+        data["train_images"], data["test_images"] = (len(load_raw(study.dataset, s, data_dir)[1])
+                                                     for s in ("train", "test"))
+        check_splits(study, data["train_images"], settings.max_train)
+        check_local_resources(options)
+    return Plan(study, options, root / study.name, storage_path, settings, data)
+
+
+class StudyLock:
+    """One run of a study at a time: an flock on a file beside its folder, held for the run's life.
+    (Local folders only: an s3:// storage cannot be locked this way.)"""
+
+    def __init__(self, path: Path):
+        self.path, self.file = path, None
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(self.path, "a+")
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.seek(0)
+            holder = self.file.read().strip() or "another process"
+            self.file.close()
+            raise HpoError(f"This study is running already ({holder}); its lock is {self.path}. Wait for it to "
+                           f"end, or stop it (Ctrl-C, or kill that process) and continue it with --resume.") from None
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(f"process {os.getpid()} on {os.uname().nodename}: {' '.join(sys.argv)}\n")
+        self.file.flush()
+        return self
+
+    def __exit__(self, *exc):
+        self.path.unlink(missing_ok=True)
+        self.file.close()  # closing releases the lock
+
+
+def prepare_study_dir(p: Plan) -> None:
+    """Refuse what would mix or lose results; with --overwrite, delete the study's own folder only."""
+    options, experiment = p.options, p.experiment_path
+    if options.resume and options.overwrite:
+        raise HpoError("--resume and --overwrite contradict each other: choose one.")
+    if options.resume:
+        check_resumable(p)
+        return
+    remote = storage.is_uri(p.storage_path) and storage.exists(p.storage_path)
+    local = p.study_dir.exists() and any(p.study_dir.iterdir())
+    if not (remote or local):
+        return
+    where = p.storage_path if remote else p.study_dir
+    if not options.overwrite:
+        earlier = json.loads(storage.read_text(f"{p.storage_path}/report/study.json") or "{}")
+        origin = (f" (started from {earlier['study_file']})" if earlier.get("study_file")
+                  and Path(earlier["study_file"]).resolve() != Path(options.study_file).resolve() else "")
+        resumable = storage.exists(f"{experiment}/tuner.pkl")
+        raise HpoError(f"Results for study '{p.study.name}' already exist in {where}{origin}. "
+                       + ("Add --resume to continue it, " if resumable else
+                          f"--resume cannot continue them (no tuner.pkl in {experiment}): ")
+                       + "add --overwrite to delete them and start again, or give the study another name or "
+                       "--results DIR (--storage URI) to write elsewhere.")
+    # The study's own folder, and nothing else: its name is a plain folder name (Study.validate).
+    assert p.study_dir.parent.is_dir() and p.study_dir.name == p.study.name, p.study_dir
+    if p.study_dir.exists():
+        shutil.rmtree(p.study_dir)
+    if remote:
+        storage.delete_dir(p.storage_path)
+
+
+def check_resumable(p: Plan) -> None:
+    """--resume restores exactly the study it claims to, or refuses (exit 2) and says why."""
+    experiment = p.experiment_path
+    if not storage.exists(f"{experiment}/tuner.pkl"):
+        raise HpoError(f"--resume: {experiment} holds no interrupted study to continue (no tuner.pkl). "
+                       "Run without --resume to start it.")
+    if not storage.is_uri(experiment):
+        # Ray Tune restores the trials from its newest experiment_state-*.json; cut short (a full disk, a
+        # kill during a write) Ray would start an empty experiment instead, with default configs.
+        states = sorted(Path(experiment).glob("experiment_state-*.json"))
+        try:
+            json.loads(states[-1].read_text()) if states else None
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
+            raise HpoError(f"--resume: Ray Tune's record of the trials, {states[-1]}, is damaged ({e}); a full "
+                           "disk or a kill while it was written leaves it so. The study cannot be continued: its "
+                           f"report in {p.study_dir / 'report'} keeps what finished. Start again with --overwrite.") \
+                from None
+    text = storage.read_text(f"{p.storage_path}/report/study.json")
+    if text is None:
+        raise HpoError(f"--resume: {p.storage_path}/report/study.json is missing, so what this study was started "
+                       "with is unknown. Start again with --overwrite.")
+    earlier = json.loads(text)
+    then = {"study": {k: v for k, v in earlier.get("study", {}).items() if k != "description"},
+            "smoke": bool(earlier.get("smoke")), "data": earlier.get("data")}
+    now = json.loads(json.dumps(p.record(), default=str))  # as study.json holds it
+    if then["data"] is None or not p.data.get("train_images"):
+        then.pop("data"), now.pop("data")  # reports before this record, or a cluster (the driver reads no data)
+    differences = list(_differences(then, now))
+    if differences:
+        raise HpoError("--resume: this study was started differently, and a resumed run would mix trials of "
+                       "two studies: " + "; ".join(differences) + f". Continue it with the settings it was "
+                       f"started with ({earlier.get('command', 'see study.json')}), or start again with --overwrite "
+                       "(or give it another name).")
+
+
+def _differences(then, now, where=""):
+    if isinstance(then, dict) and isinstance(now, dict):
+        for key in sorted(set(then) | set(now), key=str):
+            yield from _differences(then.get(key), now.get(key), f"{where}.{key}" if where else str(key))
+    elif then != now:
+        yield f"{where} was {then!r}, now {now!r}"
+
+
+def start_ray(options: RunOptions):
     """Join the given cluster, or start an embedded Ray that listens on 127.0.0.1 only."""
     import logging
 
+    env.keep_ray_on_loopback(options.cluster_address)
     import ray
-    address = cluster_address(args)
+    address = options.cluster_address
     quiet = {"log_to_driver": False, "logging_level": logging.ERROR}  # our own progress lines say what happens
     if address:
         # Trials on other machines import hpo from a copy of this project that Ray hands to every node
@@ -203,133 +368,138 @@ def start_ray(args):
     return ray
 
 
-def build_tuner(study, args, study_dir: Path, experiment_path: str, storage_path: str):
+def trial_resources(options: RunOptions) -> dict:
     import ray
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search import BasicVariantGenerator, Repeater
-    from ray.tune.search.optuna import OptunaSearch
-    import optuna
-
-    from hpo.report import ReportWriter, command_line
-    from hpo.trainable import RunSettings, tune_trainable
-
-    settings = RunSettings(study.dataset, study.model, study.epochs, args.data_dir,
-                           SMOKE_TRAIN if args.smoke else None, SMOKE_EVAL if args.smoke else None)
-    gpus = args.gpus_per_trial
+    gpus = options.gpus_per_trial
     if gpus is None:
         gpus = 0.25 if ray.cluster_resources().get("GPU", 0) > 0 else 0
-    trainable = tune.with_resources(tune.with_parameters(tune_trainable, settings=settings),
-                                    {"cpu": args.cpus_per_trial, "gpu": gpus})
+    return {"cpu": options.cpus_per_trial, "gpu": gpus}
+
+
+def warn_if_cluster_too_small(resources: dict) -> None:
+    """On a cluster nodes may still join (autoscaling): say what the trials wait for, then wait."""
+    import ray
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    if not any(n.get("CPU", 0) >= resources["cpu"] and n.get("GPU", 0) >= resources["gpu"] for n in nodes):
+        print(f"warning: no node of this cluster has {resources['cpu']:g} CPUs and {resources['gpu']:g} GPUs "
+              "for one trial: the trials wait until such a node joins (Ctrl-C to stop).", file=sys.stderr, flush=True)
+
+
+def build_tuner(p: Plan, trainable, callbacks=()):
+    """The Ray Tune experiment of a plan: `trainable(config, settings)` (hpo.trainable.tune_trainable)
+    with the plan's resources, search, scheduler and storage; a --resume restores it."""
+    from ray import tune
+
+    from hpo.study import SCHEDULERS, SEARCHES
+
+    study, options = p.study, p.options
+    trainable = tune.with_resources(tune.with_parameters(trainable, settings=p.settings), trial_resources(options))
+    if options.resume:
+        tuner = tune.Tuner.restore(p.experiment_path, trainable=trainable, resume_unfinished=True)
+        # Tuner.restore brings back the callbacks pickled by the first run, with that run's paths: a moved
+        # or copied study would write its report into the old folder. This run's callbacks replace them.
+        tuner._local_tuner.get_run_config().callbacks = list(callbacks)
+        return tuner
     space = dict(study.space)
-    num_samples, search_alg = study.num_samples, None
-    has_grid = any(isinstance(v, dict) and "grid_search" in v for v in space.values())
-    if study.search == "grid" or (study.search == "random" and has_grid):
-        # Ray's own variant generator: grids, and random samplers drawn num_samples times per grid point.
-        # It takes the concurrency limit itself: Tune ignores max_concurrent_trials for a generator passed in.
-        search_alg = BasicVariantGenerator(random_state=0, max_concurrent=args.max_concurrent or 0)
-        if study.seeds > 1 and "seed" not in space:
-            space["seed"] = tune.grid_search(list(range(study.seeds)))
-    else:
-        sampler = (optuna.samplers.TPESampler(seed=0) if study.search == "optuna"
-                   else optuna.samplers.RandomSampler(seed=0))
-        search_alg = OptunaSearch(sampler=sampler)
-        if study.seeds > 1:  # every sampled configuration is run `seeds` times, seed = repeat index
-            search_alg = Repeater(search_alg, repeat=study.seeds, set_index=True)
-            num_samples *= study.seeds
-    scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=study.epochs, grace_period=study.grace_period,
-                               reduction_factor=study.reduction_factor)
-                 if study.scheduler == "asha" else FIFOScheduler())
-    meta = {"study_file": args.study, "command": command_line(), "smoke": args.smoke}
-    writer = ReportWriter(study, study_dir, experiment_path, meta,
-                          mirror=f"{storage_path}/report" if is_uri(storage_path) else None)
+    search_alg, num_samples = SEARCHES[study.search].build(study, space, options.max_concurrent)
     run_config = tune.RunConfig(
-        name="experiment", storage_path=storage_path, callbacks=[writer], verbose=0,
+        name="experiment", storage_path=p.storage_path, callbacks=list(callbacks), verbose=0,
         # Two, not one: a driver killed between a trial's new checkpoint and the next
         # experiment snapshot must still find the checkpoint that snapshot names.
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-        failure_config=tune.FailureConfig(max_failures=args.max_failures))
-    tune_config = tune.TuneConfig(metric=study.metric, mode=study.mode, search_alg=search_alg, scheduler=scheduler,
-                                  num_samples=num_samples, max_concurrent_trials=args.max_concurrent,
+        failure_config=tune.FailureConfig(max_failures=options.max_failures))
+    tune_config = tune.TuneConfig(metric=study.metric, mode=study.mode, search_alg=search_alg,
+                                  scheduler=SCHEDULERS[study.scheduler].build(study), num_samples=num_samples,
+                                  max_concurrent_trials=options.max_concurrent,
                                   time_budget_s=study.time_budget_min and study.time_budget_min * 60,
                                   reuse_actors=True)
-    if args.resume:
-        return tune.Tuner.restore(experiment_path, trainable=trainable, resume_unfinished=True)
     return tune.Tuner(trainable, param_space=space, tune_config=tune_config, run_config=run_config)
 
 
-def run(args) -> int:
-    set_ray_environment(args)
-    study = load_study(args.study)
-    study = study.with_overrides(parse_set(args.set))
-    if args.smoke:
-        study = smoke(study)
-    check_job_paths(args)
-    if is_uri(args.storage):  # the report is written here and copied to <storage>/<name>/report
-        study_dir = Path(args.results).resolve() / study.name
-        storage_path = f"{args.storage.rstrip('/')}/{study.name}"
-    else:
-        study_dir = Path(args.storage or args.results).resolve() / study.name
-        storage_path = str(study_dir)
-    experiment_path = f"{storage_path}/experiment"
-    data_dir = args.data_dir or os.environ.get("HPO_DATA_DIR") or ("data" if Path("data").is_dir() else None)
-    args.data_dir = data_dir and str(Path(data_dir).resolve())  # trials run in other working directories
-    if not cluster_address(args):
-        # Read the data once here, so a missing or corrupt file is one clear message before Ray starts.
-        # (On a cluster each node reads its own copy; the head need not have one.)
-        from hpo.data import load_raw
-        for split in ("train", "test"):
-            load_raw(study.dataset, split, args.data_dir)
-    # After every check: --overwrite deletes only for a run that starts.
-    prepare_study_dir(study_dir, args, storage_path)
-    print(f"Study {study.name}: {study.num_trials()} trials of at most {study.epochs} epochs "
-          f"({study.search} search, {study.scheduler} scheduler) -> {study_dir}", flush=True)
-    start_ray(args)
-    tuner = build_tuner(study, args, study_dir, experiment_path, storage_path)
-    handler = signal.getsignal(signal.SIGINT)
-    try:
-        tuner.fit()
-        # Ray Tune turns a first Ctrl-C into a clean stop (state saved) and returns; its
-        # handler then puts the previous one back, which is how we can tell.
-        interrupted = signal.getsignal(signal.SIGINT) is handler
-    except KeyboardInterrupt:
-        interrupted = True
-    trials = json.loads((study_dir / "report" / "study.json").read_text())["trials"]
-    if not args.no_analysis:
+def report_writer(p: Plan, quiet: bool = False):
+    """The Ray Tune callback that keeps <study_dir>/report current (hpo.report)."""
+    from hpo.report import ReportWriter
+
+    options = p.options
+    meta = {"study_file": options.study_file, "command": options.command(), "smoke": options.smoke,
+            "set": list(options.overrides), "data": p.data}
+    return ReportWriter(p.study, p.study_dir, p.experiment_path, meta, quiet=quiet,
+                        mirror=f"{p.storage_path}/report" if storage.is_uri(p.storage_path) else None)
+
+
+def disk_full(error: BaseException | None) -> bool:
+    while error is not None:
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC or "No space left on device" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def execute(p: Plan) -> int:
+    """Run a planned study to its end (or a clean stop); returns the exit status."""
+    from hpo.trainable import tune_trainable
+
+    options, study = p.options, p.study
+    with StudyLock(p.lock_path):
+        prepare_study_dir(p)
+        print(f"Study {study.name}: {study.num_trials()} trials of at most {study.epochs} epochs "
+              f"({study.search} search, {study.scheduler} scheduler) -> {p.study_dir}", flush=True)
+        start_ray(options)
+        if options.cluster_address:
+            warn_if_cluster_too_small(trial_resources(options))
+        writer = report_writer(p)
+        tuner = build_tuner(p, tune_trainable, [writer])
+        # SIGTERM (SLURM, docker stop, timeout) stops as Ctrl-C does: Ray Tune's SIGINT handler while it
+        # runs (a clean stop, state saved), KeyboardInterrupt outside it.
+        signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
+        handler = signal.getsignal(signal.SIGINT)
+        full = None
         try:
-            from analysis import analyse
-            analyse(study_dir)
-        except Exception as e:  # the study's results are safe; only the tables and figures are missing
-            print(f"warning: the analysis failed ({type(e).__name__}: {e}); "
-                  f"run it again with: python -m analysis {study_dir}", file=sys.stderr)
-    if is_uri(storage_path):  # next to the experiment, with the analysis's tables and figures
-        from hpo.report import upload
-        upload(study_dir / "report", f"{storage_path}/report")
+            tuner.fit()
+            # Ray Tune turns a first Ctrl-C into a clean stop (state saved) and returns; its
+            # handler then puts the previous one back, which is how we can tell.
+            interrupted = signal.getsignal(signal.SIGINT) is handler
+        except KeyboardInterrupt:
+            interrupted = True
+        except Exception as e:
+            if not disk_full(e):
+                raise
+            full, interrupted = e, True
+        finally:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if options.analysis and not full:
+        analyse(p.study_dir)
+    if storage.is_uri(p.storage_path) and not full:  # next to the experiment, with the analysis's tables and figures
+        storage.upload(p.study_dir / "report", f"{p.storage_path}/report")
+    trials = writer.counts
     if interrupted:
-        print(f"\nStopped before the end. The report has what finished: {study_dir / 'report'}\n"
-              f"Continue with: python -m hpo.run {args.study} --resume" + _repeat_options(args), flush=True)
-        return 130
-    unfinished = trials["total"] - sum(trials[k] for k in ("completed", "stopped_early", "diverged", "failed"))
+        reason = (f"The disk is full ({' '.join(str(full).split())[:200]}): the study stopped. Free some space, then "
+                  if full else "Stopped before the end. ")
+        print(f"\n{reason}The report has what finished: {p.study_dir / 'report'}\n"
+              f"Continue with: {options.command(resume=True)}", flush=True)
+        return 1 if full else 130
+    unfinished = trials["total"] - sum(trials[k] for k in (*FINISHED, "failed"))
     budget = (f", {unfinished} not finished when the {study.time_budget_min:g}-minute time budget ran out"
               if study.time_budget_min and unfinished else "")
     print(f"Done: {trials['completed']} trials completed, {trials['stopped_early']} stopped early, "
-          f"{trials['diverged']} diverged, {trials['failed']} failed{budget}. Report: {study_dir / 'report'}",
+          f"{trials['diverged']} diverged, {trials['failed']} failed{budget}. Report: {p.study_dir / 'report'}",
           flush=True)
     return 0
 
 
-def _repeat_options(args) -> str:
-    options = [f"--results {args.results}"] if args.results != "results" else []
-    options += [f"--storage {args.storage}"] if args.storage else []
-    options += [f"--address {args.address}"] if args.address else []
-    options += [f"--set {s}" for s in args.set] + (["--smoke"] if args.smoke else [])
-    return "".join(" " + o for o in options)
+def analyse(study_dir: Path) -> None:
+    """`python -m analysis` in its own process: the study's results are safe whatever it does, and
+    the toolkit's data flows one way (run -> report files -> analysis)."""
+    proc = subprocess.run([sys.executable, "-m", "analysis", str(study_dir)],
+                          cwd=Path(__file__).resolve().parents[1])
+    if proc.returncode != 0:
+        print(f"warning: the analysis failed (exit status {proc.returncode}); run it again with: "
+              f"python -m analysis {study_dir}", file=sys.stderr)
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
     try:
-        return run(args)
+        return execute(plan(parse_args(argv)))
     except HpoError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

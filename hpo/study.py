@@ -7,6 +7,7 @@ reported as an `HpoError` that names the field and the allowed values.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import difflib
 import itertools
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from hpo.errors import HpoError
+from hpo.registry import OPTIMIZERS, SCHEDULERS, SEARCHES, has_grid
 
 
 def _sample():
@@ -24,17 +26,24 @@ def _sample():
     from ray.tune.search import sample
     return sample
 
-DATASETS = ("mnist", "fashion_mnist", "cifar10")
-OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
-SEARCHES = ("grid", "random", "optuna")
-SCHEDULERS = ("fifo", "asha")
+# --smoke: at most this many epochs and trials, training and validation/test images per trial.
+SMOKE_EPOCHS, SMOKE_TRIALS, SMOKE_TRAIN, SMOKE_EVAL = 2, 4, 2048, 1024
+# How a trial ended, in the order reports list them (docs/report-format.md); the first three
+# have numbers to compare.
+OUTCOMES = ("completed", "stopped_early", "diverged", "failed", "interrupted", "running", "pending")
+FINISHED = OUTCOMES[:3]
 # Reported by the trainable every epoch (docs/report-format.md).
 METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
            "epoch_time_s", "samples_per_s", "lr")
 
 
+def _number(v):
+    """A finite int or float (not a bool: True is an int to Python)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def _positive(v):
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+    return _number(v) and v > 0
 
 
 def _positive_int(v):
@@ -42,18 +51,18 @@ def _positive_int(v):
 
 
 def _non_negative(v):
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
+    return _number(v) and v >= 0
 
 
 # Space keys the trainable itself understands: default, check, what is allowed.
 # Model options (dropout, feature_maps, activation, downsample, feature_size...)
 # come from hpo.models.model_options for the study's model.
 TRAINABLE_KEYS: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
-    "lr": (0.01, _positive, "a number > 0"),
+    "lr": (0.01, _positive, "a finite number > 0"),
     "batch_size": (64, _positive_int, "an integer > 0"),
-    "optimizer": ("sgd", lambda v: v in OPTIMIZERS, "one of " + ", ".join(OPTIMIZERS)),
+    "optimizer": ("sgd", lambda v: v in list(OPTIMIZERS), "one of " + ", ".join(OPTIMIZERS)),
     "momentum": (0.0, lambda v: _non_negative(v) and v < 1, "a number in [0, 1)"),
-    "weight_decay": (0.0, _non_negative, "a number >= 0"),
+    "weight_decay": (0.0, _non_negative, "a finite number >= 0"),
     "lr_gamma": (1.0, lambda v: _positive(v) and v <= 1, "a number in (0, 1] (StepLR gamma per epoch)"),
     "augment": (False, lambda v: isinstance(v, bool), "True or False (random crop + flip)"),
     "resize": (None, lambda v: v is None or _positive_int(v), "None or an integer > 0 (pixels)"),
@@ -131,8 +140,10 @@ def describe(value) -> Any:
         return {kind: [value.lower, value.upper]}
     if isinstance(value, sample.Function) and isinstance(value.func, FromVariant):
         return {"per_variant": dict(value.func.values)}
+    if isinstance(value, sample.Function):  # its name, not its repr: that has a memory address
+        return {"sample_from": getattr(value.func, "__qualname__", type(value.func).__name__)}
     if isinstance(value, sample.Domain):
-        return {"sampler": repr(value)}
+        return {"sampler": type(value).__name__}
     return value
 
 
@@ -216,9 +227,13 @@ class Study:
         def fail(field_name, message):
             raise HpoError(f"Study '{self.name}': field '{field_name}' {message}")
 
-        if not isinstance(self.name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", self.name):
-            raise HpoError(f"Study field 'name' must be a non-empty folder name of letters, digits, '_', '-', '.'; got {self.name!r}.")
-        self._check_choice("dataset", self.dataset, DATASETS)
+        # It names a folder that --overwrite deletes: '.', '..' or a hidden name would be another folder.
+        if not isinstance(self.name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.name):
+            raise HpoError(f"Study field 'name' must be a folder name of letters, digits, '_', '-', '.' that "
+                           f"starts with a letter or digit; got {self.name!r}.")
+        from hpo.data import DATASETS
+
+        self._check_choice("dataset", self.dataset, list(DATASETS))
         self._check_choice("search", self.search, SEARCHES)
         self._check_choice("scheduler", self.scheduler, SCHEDULERS)
         self._check_choice("metric", self.metric, METRICS)
@@ -255,8 +270,9 @@ class Study:
                 raise HpoError(
                     f"Study '{self.name}': unknown space key '{key}'.{suggest(key, known)} The trainable "
                     f"takes: {', '.join(sorted(allowed))}. {options}")
+        self._check_sampled_functions()
         self._check_models_build()
-        if self.search == "optuna" and any(isinstance(v, dict) and "grid_search" in v for v in self.space.values()):
+        if self.search == "optuna" and has_grid(self.space):
             fail("search", "is 'optuna', which cannot search a tune.grid_search: use tune.choice([...]) "
                  "for Optuna, or search='grid'.")
         if self.search in ("random", "optuna") and not any(is_varied(v) for v in self.space.values()):
@@ -285,6 +301,23 @@ class Study:
                 except HpoError as e:
                     raise HpoError(f"Study '{self.name}' ({self.dataset}, {size}x{size} images): {e}") from None
 
+    def _check_sampled_functions(self) -> None:
+        """tune.sample_from values are only known once Ray Tune resolves a config: resolve a few
+        configs as Ray Tune would and check what they give."""
+        sample = _sample()
+        functions = [k for k, v in self.space.items() if isinstance(v, sample.Function)
+                     and not isinstance(v.func, FromVariant) and k in TRAINABLE_KEYS]
+        if not functions:
+            return
+        from ray.tune.search.variant_generator import generate_variants
+
+        for _, config in itertools.islice(generate_variants(self.space, random_state=0), 32):
+            for key in functions:
+                _, check, allowed_text = TRAINABLE_KEYS[key]
+                if not check(config[key]):
+                    raise HpoError(f"Study '{self.name}': space key '{key}' is a tune.sample_from that gave "
+                                   f"{config[key]!r}; it must be {allowed_text}.")
+
     def _check_variants(self) -> None:
         """Keys set per variant (hpo.variants) need a "variant" key naming one of their bundles."""
         sample = _sample()
@@ -310,7 +343,7 @@ class Study:
                     raise HpoError(f"Study '{self.name}': space key 'normalize': {e}") from None
 
     def _check_choice(self, name, value, allowed):
-        if value not in allowed:
+        if value not in list(allowed):  # a list: a registry is a dict, and the value may be unhashable
             raise HpoError(f"Study '{self.name}': field '{name}' is {value!r}; allowed: "
                            f"{', '.join(allowed)}.{suggest(value, allowed)}")
 
@@ -356,6 +389,18 @@ class Study:
         data["space"] = {k: describe(v) for k, v in self.space.items()}
         return data
 
+    def smoke(self) -> "Study":
+        """The same study, shrunk to a quick check of the whole pipeline (--smoke)."""
+        space = dict(self.space)
+        grids = {k: list(v["grid_search"]) for k, v in space.items() if isinstance(v, dict) and "grid_search" in v}
+        while self.search == "grid" and grids and math.prod(map(len, grids.values())) > SMOKE_TRIALS:
+            longest = max(grids, key=lambda k: len(grids[k]))
+            grids[longest].pop()  # keep the first values: the smoke study still varies what the study varies
+        space.update({k: {"grid_search": v} for k, v in grids.items()})
+        samples = 1 if self.search == "grid" else min(self.num_samples, SMOKE_TRIALS)
+        return dataclasses.replace(self, space=space, epochs=min(self.epochs, SMOKE_EPOCHS), num_samples=samples,
+                                   seeds=1, grace_period=1)
+
     def with_overrides(self, overrides: dict[str, Any]) -> "Study":
         """A copy with `--set key=value` overrides applied (a field or a space key)."""
         fields = {f.name for f in dataclasses.fields(self)}
@@ -376,3 +421,22 @@ class Study:
         except HpoError as e:
             raise HpoError(f"--set: {e}") from None
 
+
+
+def parse_value(text: str):
+    """'0.01' -> 0.01, 'True' -> True, '[1, 2]' -> [1, 2]; anything else stays a string."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def parse_overrides(items) -> dict[str, Any]:
+    """`--set KEY=VALUE` items -> {key: value} for `Study.with_overrides` (or a trial config)."""
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise HpoError(f"--set {item!r}: expected KEY=VALUE, e.g. --set lr=0.001 or --set dataset=fashion_mnist.")
+        overrides[key.strip()] = parse_value(value.strip())
+    return overrides

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import tempfile
 import time
@@ -20,19 +19,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
 
-# OpenMP threads that spin while they wait (libgomp's default) collapse when other processes share the
-# cores: LeNet-5 on a busy 2-core machine trained at ~400 samples/s with 2 spinning threads, ~8,000 with
-# 1 thread, and as fast or faster with 2 passive ones (bench/README.md, "threads"). On an idle machine
-# spinning is 1.7x faster; a study's trials always share the machine, so passive is the default. Read
-# once, when torch loads libgomp, so it must be set before torch is first imported; an explicit setting
-# wins. (Under Ray a trial gets OMP_NUM_THREADS = its CPUs, and one thread does not wait on others.)
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from hpo import env  # noqa: F401  first: settings torch reads when it is imported
+import torch
+import torch.nn.functional as F
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from hpo.errors import HpoError  # noqa: E402
-from hpo.study import METRICS, TRAINABLE_KEYS  # noqa: E402
+from hpo.errors import HpoError
+from hpo.registry import OPTIMIZERS
+from hpo.study import METRICS, TRAINABLE_KEYS, parse_overrides
 
 
 @dataclass(frozen=True)
@@ -57,17 +50,10 @@ def trial_options(config: dict) -> tuple[dict, dict]:
 
 
 def make_optimizer(name: str, params, lr: float, momentum: float, weight_decay: float, fused: bool | None = None):
-    """`fused`: one kernel for the whole update (sgd, adam, adamw; None = PyTorch's default, foreach).
-    On a GPU a small model's step is bound by kernel launches, so the trainable fuses there."""
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, fused=fused)
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused)
-    if name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    raise HpoError(f"Unknown optimizer {name!r}; allowed: sgd, adam, adamw, rmsprop.")
+    """An optimizer of hpo.registry.OPTIMIZERS (`fused`: see there)."""
+    if name not in OPTIMIZERS:
+        raise HpoError(f"Unknown optimizer {name!r}; allowed: {', '.join(OPTIMIZERS)}.")
+    return OPTIMIZERS[name].build(params, lr, momentum, weight_decay, fused)
 
 
 class Trial:
@@ -251,8 +237,6 @@ def load_trial_model(trial_dir: Path) -> tuple[torch.nn.Module, dict]:
 
 
 def main(argv=None) -> int:
-    from hpo.run import parse_set
-
     p = argparse.ArgumentParser(prog="python -m hpo.trainable",
                                 description="Train one configuration without Ray; print one JSON line per epoch.")
     p.add_argument("--dataset", default="fashion_mnist")
@@ -265,7 +249,7 @@ def main(argv=None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a config key, e.g. lr=0.001")
     args = p.parse_args(argv)
     try:
-        config = parse_set(args.set)
+        config = parse_overrides(args.set)
         settings = RunSettings(args.dataset, args.model, args.epochs, args.data_dir, args.max_train, args.max_eval)
         for metrics, _ in train_epochs(config, settings, device=args.device):
             print(json.dumps(metrics), flush=True)

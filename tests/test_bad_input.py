@@ -16,7 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hpo import HpoError, Study
-from hpo.run import main, parse_set
+from hpo.run import main
+from hpo.study import parse_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADER = "from ray import tune\nfrom hpo import Study\n"
@@ -106,7 +107,7 @@ def test_bad_set_option(item, expected, tmp_path, capsys):
 
 def test_set_overrides_fields_and_space():
     study = Study(name="s", dataset="mnist", model="lenet5", space={"lr": tune_grid([0.1, 0.01])})
-    changed = study.with_overrides(parse_set(["dataset=fashion_mnist", "epochs=3", "lr=0.5", "dropout=0.2"]))
+    changed = study.with_overrides(parse_overrides(["dataset=fashion_mnist", "epochs=3", "lr=0.5", "dropout=0.2"]))
     assert (changed.dataset, changed.epochs, changed.space["lr"], changed.space["dropout"]) == \
         ("fashion_mnist", 3, 0.5, 0.2)
     assert study.space["lr"] == tune_grid([0.1, 0.01])  # the original is untouched

@@ -302,12 +302,12 @@ def cluster_main(temp_dir: str) -> None:
 # ---------------------------------------------------------------- tests
 
 def test_loopback_setting_is_made_for_local_and_loopback_clusters_only(monkeypatch):
-    from hpo.run import parse_args, set_ray_environment
+    from hpo.env import keep_ray_on_loopback
 
     for address, loopback in ((None, True), ("127.0.0.1:6379", True), ("localhost:6379", True),
                               ("10.1.2.3:6379", False), ("head.example.org:6379", False)):
         monkeypatch.setattr(os, "environ", {})  # a fresh environment each time; the real one is untouched
-        set_ray_environment(parse_args(["s.py"] + (["--address", address] if address else [])))
+        keep_ray_on_loopback(address)
         assert (os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") == "0") == loopback, address
 
 

@@ -21,7 +21,7 @@ from conftest import make_fake_datasets
 ROOT = Path(__file__).resolve().parents[1]
 STUDIES = ROOT / "studies"
 
-# Trials each study's --smoke runs (hpo.run.smoke: seeds=1, at most 4 grid points, the first values
+# Trials each study's --smoke runs (Study.smoke: seeds=1, at most 4 grid points, the first values
 # of each grid kept; random/optuna: at most 4 samples), and overrides that keep it cheap on a CPU.
 SMOKE = {
     "mnist_batchsize": (3, []),
@@ -172,7 +172,7 @@ def test_vgg11_at_224_builds_the_write_up_s_network():
 def smoke_runs(tmp_path_factory):
     """Run every study's --smoke (a few processes at a time); {name: (CompletedProcess, results dir)}."""
     root = tmp_path_factory.mktemp("studies")
-    data = make_fake_datasets(root / "data", n_train=300, n_test=100)
+    data = make_fake_datasets(root / "data", n_train=360, n_test=100)  # 300 to train on: batch 256 fits
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
 
     def run(name):

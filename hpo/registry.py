@@ -1,0 +1,103 @@
+"""Every named choice of a study and what it builds: searches, schedulers, optimizers.
+
+Validation (hpo.study) reads the names, hpo.run and hpo.trainable call the
+builders, the report reads the descriptions. A new scheduler or optimizer is
+one entry here. Ray, Optuna and torch are imported inside the builders: the
+study is validated before Ray is first imported (hpo.env).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+
+def has_grid(space: dict) -> bool:
+    return any(isinstance(v, dict) and "grid_search" in v for v in space.values())
+
+
+@dataclass(frozen=True)
+class Choice:
+    description: str
+    build: Callable[..., Any]
+
+
+# -- searches: build(study, space, max_concurrent) -> (search_alg, num_samples); may add "seed" to space
+def _variant_generator(study, space: dict, max_concurrent):
+    """Ray's own variant generator: grids, and random samplers drawn num_samples times per grid point."""
+    from ray import tune
+    from ray.tune.search import BasicVariantGenerator
+
+    if study.seeds > 1 and "seed" not in space:
+        space["seed"] = tune.grid_search(list(range(study.seeds)))
+    # It takes the concurrency limit itself: Tune ignores max_concurrent_trials for a generator passed in.
+    return BasicVariantGenerator(random_state=0, max_concurrent=max_concurrent or 0), study.num_samples
+
+
+def _optuna(sampler_name: str):
+    def build(study, space: dict, max_concurrent):
+        import optuna
+        from ray.tune.search import Repeater
+        from ray.tune.search.optuna import OptunaSearch
+
+        sampler = getattr(optuna.samplers, sampler_name)(seed=0)  # seeded: a study is reproducible
+        search_alg, num_samples = OptunaSearch(sampler=sampler), study.num_samples
+        if study.seeds > 1:  # every sampled configuration is run `seeds` times, seed = repeat index
+            search_alg = Repeater(search_alg, repeat=study.seeds, set_index=True)
+            num_samples *= study.seeds
+        return search_alg, num_samples
+    return build
+
+
+def _random(study, space: dict, max_concurrent):
+    if has_grid(space):  # random samplers inside a grid: Ray's generator draws them per grid point
+        return _variant_generator(study, space, max_concurrent)
+    return _optuna("RandomSampler")(study, space, max_concurrent)
+
+
+SEARCHES: dict[str, Choice] = {
+    "grid": Choice("Ray Tune's grid search (BasicVariantGenerator)", _variant_generator),
+    "random": Choice("random search (Optuna's seeded RandomSampler; Ray's generator inside a grid)", _random),
+    "optuna": Choice("Optuna TPE (seeded TPESampler through Ray Tune's OptunaSearch)", _optuna("TPESampler")),
+}
+
+
+# -- schedulers: build(study) -> a Ray Tune scheduler
+def _fifo(study):
+    from ray.tune.schedulers import FIFOScheduler
+    return FIFOScheduler()
+
+
+def _asha(study):
+    from ray.tune.schedulers import ASHAScheduler
+    return ASHAScheduler(time_attr="training_iteration", max_t=study.epochs, grace_period=study.grace_period,
+                         reduction_factor=study.reduction_factor)
+
+
+SCHEDULERS: dict[str, Choice] = {
+    "fifo": Choice("every trial runs all its epochs", _fifo),
+    "asha": Choice("ASHA early stopping (Ray Tune's ASHAScheduler over epochs)", _asha),
+}
+
+
+# -- optimizers: build(params, lr, momentum, weight_decay, fused) -> a torch optimizer.
+# `fused`: one kernel for the whole update (None = PyTorch's default, foreach). On a GPU a small
+# model's step is bound by kernel launches, so the trainable fuses there.
+def _torch_optimizer(name: str, momentum: bool, fused: bool):
+    def build(params, lr, momentum_value, weight_decay, fused_value=None):
+        import torch
+        kwargs = {"lr": lr, "weight_decay": weight_decay}
+        if momentum:
+            kwargs["momentum"] = momentum_value
+        if fused:
+            kwargs["fused"] = fused_value
+        return getattr(torch.optim, name)(params, **kwargs)
+    return build
+
+
+OPTIMIZERS: dict[str, Choice] = {
+    "sgd": Choice("SGD (with momentum)", _torch_optimizer("SGD", momentum=True, fused=True)),
+    "adam": Choice("Adam", _torch_optimizer("Adam", momentum=False, fused=True)),
+    "adamw": Choice("AdamW", _torch_optimizer("AdamW", momentum=False, fused=True)),
+    "rmsprop": Choice("RMSprop (with momentum)", _torch_optimizer("RMSprop", momentum=True, fused=False)),
+}
