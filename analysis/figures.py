@@ -19,7 +19,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.ticker import FuncFormatter, NullFormatter, PercentFormatter  # noqa: E402
 
-from analysis import fmt, stats, tables  # noqa: E402
+from analysis import fmt, stats  # noqa: E402
 from analysis.load import StudyData  # noqa: E402
 from analysis.tables import Skipped  # noqa: E402
 
@@ -141,17 +141,17 @@ def _spans_decades(values: pd.Series, decades: float) -> bool:
 
 # ---------------------------------------------------------------- effect of each varied key
 
-def factor_effects(data: StudyData, out: Path) -> Path:
+def factor_effects(data: StudyData, configs: pd.DataFrame, out: Path) -> Path:
     """The metric by each varied key (each trial, the mean, its 95% CI); each configuration against the best.
 
     The lower panel: the difference with its 95% Welch interval, Hedges' g and the letters of the Games-Howell
-    test."""
+    test, from `configs` (tables.config_table)."""
     t, target = data.finished, data.target
     if t.empty or not data.varied_keys:
         raise Skipped("The metric-by-key figure needs finished trials and at least one varied key.")
     n = len(data.varied_keys)
     cols, rows = min(3, n), math.ceil(n / min(3, n))
-    table = tables.config_table(data).head(MAX_EFFECTS)
+    table = configs.head(MAX_EFFECTS)
     effects = len(table) >= 2 and table[f"{target} diff"].notna().any()
     heights = [3.9] * rows + ([0.32 * len(table) + 1.3] if effects else [])
     fig = plt.figure(figsize=(max(4.6 * cols, 9), sum(heights)), layout="constrained")
@@ -191,7 +191,8 @@ def _effects_panel(ax, data: StudyData, table: pd.DataFrame) -> None:
     ax.set_ylim(-0.7, len(table) - 0.3)
     for yi, (_, r) in zip(y, table.iterrows()):
         g = "best" if r["verdict"] == "best" else ("g –" if pd.isna(r["hedges_g"]) else f"g {r['hedges_g']:.2f}")
-        ax.annotate(f"{g}   {'–' if pd.isna(r['letters']) else r['letters']}", (1.0, yi), xycoords=("axes fraction", "data"),
+        letters = "–" if pd.isna(r["letters"]) else r["letters"]
+        ax.annotate(f"{g}   {letters}", (1.0, yi), xycoords=("axes fraction", "data"),
                     xytext=(6, 0), textcoords="offset points", va="center", fontsize=8)
     unit = "percentage points" if scale == 100 else target
     ax.set(xlabel=f"difference from the best configuration in {target} ({unit}); bars: 95% Welch interval",
@@ -312,7 +313,8 @@ def importance_bars(data: StudyData, table: pd.DataFrame, evaluator: str, out: P
     ax.barh(names, t["importance"], color=["C1" if a else "C0" for a in apart])
     for y, v in enumerate(t["importance"]):
         ax.text(v, y, f" {v:.2f}", va="center", fontsize=9)
-    ax.set(xlabel=f"importance for {data.target} ({'blue bars ' if apart.any() else ''}sum to 1)", xlim=(0, max(1e-9, t["importance"].max()) * 1.18),
+    summed = "blue bars sum to 1" if apart.any() else "sums to 1"
+    ax.set(xlabel=f"importance for {data.target} ({summed})", xlim=(0, max(1e-9, t["importance"].max()) * 1.18),
            title=f"{data.name}: parameter importance ({evaluator.split(' ')[0]})")
     return save(fig, out / "importance.png")
 

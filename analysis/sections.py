@@ -28,7 +28,8 @@ def write_report(data: StudyData, log) -> Path:
     sections = [_trials_section(data)]
     if data.is_search:  # its top trials say more than configurations seen once each
         sections.append(_search_section(data, figure_dir, log))
-    sections += [_configs_section(data), _effects_section(data, figure_dir, log),
+    configs, pairwise = tables.config_tables(data)
+    sections += [_configs_section(data, configs, pairwise), _effects_section(data, configs, figure_dir, log),
                  _cost_section(data, figure_dir, log), _curves_section(data, figure_dir, log),
                  _best_trial_section(data, figure_dir, log)]
     sections.append(_notes_section(data))
@@ -131,8 +132,7 @@ def _trials_section(data: StudyData) -> Section:
     return Section("Overview", text, out)
 
 
-def _configs_section(data: StudyData) -> Section:
-    table = tables.config_table(data)
+def _configs_section(data: StudyData, table: pd.DataFrame, pairwise: pd.DataFrame) -> Section:
     if table.empty:
         return Section("Configurations", ["No finished trial yet: no comparison."])
     text = [f"One row per configuration (its seeds grouped), best first by the mean of {data.target}"
@@ -168,7 +168,6 @@ def _configs_section(data: StudyData) -> Section:
                  show=columns(first) + versus + ["hedges_g"], rows=MAX_ROWS, note=_power_text(data, table, power)),
            Table("Per configuration: loss, time and size", table, "Same rows, same order.", sheet=None,
                  show=columns(second) + [f"{x} mean" for x in tables.EXTRAS] + ["verdict"], rows=MAX_ROWS)]
-    pairwise = tables.pairwise_table(data)
     if len(pairwise) >= 2:
         shown = list(pairwise.columns[:MAX_ROWS + 1])
         cut = f" The first {MAX_ROWS} columns; tables.xlsx has them all." if len(pairwise) > MAX_ROWS else ""
@@ -234,7 +233,7 @@ def _conclusion(data: StudyData, table: pd.DataFrame) -> str:
     return text
 
 
-def _effects_section(data: StudyData, figure_dir: Path, log) -> Section:
+def _effects_section(data: StudyData, configs: pd.DataFrame, figure_dir: Path, log) -> Section:
     section = Section(f"Effect of each varied key on {data.target}")
     if data.study.get("search") == "grid" and len(data.varied_keys) >= 2:
         section.paragraphs.append(
@@ -242,7 +241,7 @@ def _effects_section(data: StudyData, figure_dir: Path, log) -> Section:
             " keys and every seed (mean ± std, 95% CI); each level compared with the best level as above.")
         for key, table in tables.factor_tables(data).items():
             section.tables.append(Table(f"{data.target} by {key}", table, sheet=f"by {key}"))
-    section.figures += _draw(data, log, figures.factor_effects, figure_dir)
+    section.figures += _draw(data, log, figures.factor_effects, configs, figure_dir)
     section.figures += _draw(data, log, figures.parallel_coordinates, figure_dir)
     return section
 
