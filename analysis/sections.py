@@ -197,7 +197,7 @@ def _power_text(data: StudyData, table: pd.DataFrame, power: dict) -> str:
         text += (f" With {seeds} seeds per configuration, a true difference of {_amount(data, power['detectable'])}"
                  f" or more is found {stats.POWER:.0%} of the time (one pair, two-sided, α = {stats.ALPHA}; t"
                  f" approximation: (t(0.975, 2n−2) + t(0.80, 2n−2)) · std · √(2/n), n = {seeds}); smaller true"
-                 " differences mostly go unseen, and the Games-Howell adjustment over all pairs needs a little more.")
+                 " differences mostly go unseen, and the Games-Howell adjustment over all pairs needs more.")
     if len(table) >= 2:
         runner = f"The runner-up ({_label(data, table.iloc[1])})"
         needed = power["runner_up_seeds"]

@@ -83,6 +83,7 @@ def config_table(data: StudyData) -> pd.DataFrame:
 
 
 def pairwise_table(data: StudyData) -> pd.DataFrame:
+    """The Games-Howell p-values between configurations (config_tables)."""
     return config_tables(data)[1]
 
 
@@ -226,18 +227,12 @@ def importance_table(data: StudyData) -> tuple[pd.DataFrame, str]:
         found = _importances(data, t, {k: dists[k] for k in always})
         rows += [{"parameter": k, "importance": v, "trials": len(t), "evaluated on": "all finished trials"}
                  for k, v in found.items()]
-    for key in (k for k in dists if k not in always):
+    for key in (k for k in dists if k not in always):  # it takes 2+ values where set (_distribution)
         some = t[t[f"config/{key}"].notna()]
-        keys = [k for k in always + [key] if _distribution(some[f"config/{k}"]) is not None]
-        if key not in keys or len(some) < 2:
-            data.notes.append(f"Parameter importance: {key} is set in {len(some)} of {len(t)} finished trials and"
-                              " does not vary among them: not evaluated.")
-            continue
-        found = _importances(data, some, {k: _distribution(some[f"config/{k}"]) for k in keys})
+        dists_there = {k: d for k in always + [key] if (d := _distribution(some[f"config/{k}"])) is not None}
+        found = _importances(data, some, dists_there)
         rows.append({"parameter": key, "importance": found[key], "trials": len(some),
-                     "evaluated on": f"the {len(some)} trials that set it, with {', '.join(keys)}"})
-    if not rows:
-        raise Skipped("Parameter importance needs at least 2 finished trials with a varied key set.")
+                     "evaluated on": f"the {len(some)} trials that set it, with {', '.join(dists_there)}"})
     return pd.DataFrame(rows), f"{_evaluator()[1]}, over {len(t)} finished trials"
 
 
