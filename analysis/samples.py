@@ -7,7 +7,6 @@ any is missing they are skipped with a note, never an error.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -29,45 +28,31 @@ def best_trial(data: StudyData):
     return t.sort_values(data.target, ascending=data.mode == "min").iloc[0]
 
 
-def experiment_dir(data: StudyData) -> Path:
-    """Ray's experiment folder: where study.json says, else results/<study>/experiment (moved results)."""
-    recorded = data.meta.get("experiment_path")
-    if recorded and Path(recorded).is_dir():
-        return Path(recorded)
-    return data.dir / "experiment"
-
-
-def trial_dir(experiment: Path, trial_id: str) -> Path | None:
-    """Ray names trial folders <trainable>_<trial_id>_<index>_<params>_<date>; else ask each result.json."""
-    named = sorted(p for p in experiment.glob(f"*_{trial_id}_*") if p.is_dir())
-    if named:
-        return named[0]
-    for result in experiment.glob("*/result.json"):
-        with open(result) as f:
-            first = f.readline()
-        try:
-            if first and json.loads(first).get("trial_id") == trial_id:
-                return result.parent
-        except json.JSONDecodeError:
-            continue
-    return None
+def checkpoint_dir(data: StudyData, trial) -> Path | None:
+    """The trial's latest checkpoint, as trials.csv names it (relative to the study folder)."""
+    relative = trial.get("checkpoint")
+    if not isinstance(relative, str) or not relative:
+        return None  # a report written before trials.csv had the column, or a trial without an epoch
+    return data.dir / relative
 
 
 def load_best(data: StudyData):
     """(model, config, test images as the model sees them, the same images for display, labels, class names)."""
     best = best_trial(data)
     trial_id = str(best["trial_id"])
-    experiment = experiment_dir(data)
-    folder = trial_dir(experiment, trial_id) if experiment.is_dir() else None
+    folder = checkpoint_dir(data, best)
     if folder is None:
-        raise Skipped(f"No folder for the best trial {trial_id} in {experiment}: no figures from its checkpoint.")
+        raise Skipped(f"No folder for the best trial {trial_id} in trials.csv (its `checkpoint` column): "
+                      "no figures from its checkpoint.")
+    if not folder.is_dir():
+        raise Skipped(f"No checkpoint for the best trial {trial_id} at {folder}: no figures from it.")
     try:
         import torch
 
         from hpo.data import DATASETS, load_data, pixel_permutation
-        from hpo.trainable import load_trial_model
+        from hpo.checkpoints import load_model
 
-        model, config = load_trial_model(folder)
+        model, config = load_model(folder)
         info = DATASETS[config["dataset"]]
         test = load_data(config["dataset"], data_dir=config.get("data_dir"), max_eval=64).test
         permutation = pixel_permutation(info.size * info.size) if config.get("permute_pixels") else None

@@ -60,10 +60,22 @@ def read_result_files(experiment_path) -> dict[str, dict[int, dict]]:
 
 
 def error_line(trial) -> str:
+    """The trial's last word: an error it reported as its result (out of memory, the same error again
+    on a retry), else the last line of the exception Ray Tune recorded."""
+    if (trial.last_result or {}).get("error"):
+        return trial.last_result["error"]
     if trial.error_file and os.path.exists(trial.error_file):
         lines = [l.strip() for l in Path(trial.error_file).read_text(errors="replace").splitlines() if l.strip()]
         return lines[-1] if lines else "failed"
     return (trial.last_result or {}).get("error") or ""
+
+
+def checkpoint_path(trial) -> str:
+    """The trial's latest checkpoint folder, relative to the study folder (as the analysis reads it)."""
+    checkpoint, storage_context = getattr(trial, "checkpoint", None), getattr(trial, "storage", None)
+    if checkpoint is None or storage_context is None:
+        return ""
+    return f"experiment/{storage_context.trial_dir_name}/{Path(checkpoint.path).name}"
 
 
 def outcome(trial, epochs: dict[int, dict], study: Study) -> str:
@@ -106,7 +118,7 @@ class ReportWriter(tune.Callback):
         self.history = read_result_files(self.experiment_path)
         self.meta["ended"] = None
         if not (self.report_dir / "study.json").exists():  # a resumed run keeps its report until it has news
-            self.write()  # study.json from the start: it records what this run was started with (--resume checks it)
+            self.write_study_json()  # from the start: it records what this run was started with (--resume checks)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self.trials = trials
@@ -148,17 +160,27 @@ class ReportWriter(tune.Callback):
         self.report_dir.mkdir(parents=True, exist_ok=True)
         trials, epochs = self.tables()
         for name, frame in (("trials.csv", trials), ("epochs.csv", epochs)):
-            tmp = self.report_dir / (name + ".tmp")
-            frame.to_csv(tmp, index=False)
-            os.replace(tmp, self.report_dir / name)  # a reader never sees half a file
+            self.replace(name, lambda tmp: frame.to_csv(tmp, index=False))
         counts = trials["outcome"].value_counts().to_dict() if len(trials) else {}
         self.counts = {"total": len(trials), **{k: int(counts.get(k, 0)) for k in OUTCOMES}}
+        self.write_study_json()
+
+    def write_study_json(self) -> None:
+        self.report_dir.mkdir(parents=True, exist_ok=True)
         document = {"study": self.study.to_json(), "varied_keys": self.study.varied_keys(), **self.meta,
                     "experiment_path": str(self.experiment_path), "trials": self.counts,
                     **self.environment}
-        tmp = self.report_dir / "study.json.tmp"
-        tmp.write_text(json.dumps(document, indent=2, default=str))
-        os.replace(tmp, self.report_dir / "study.json")
+        self.replace("study.json", lambda tmp: tmp.write_text(json.dumps(document, indent=2, default=str)))
+        self.copy_to_mirror()
+
+    def replace(self, name: str, write) -> None:
+        """Write a report file through a temporary one: a reader never sees half a file, and a write
+        that fails (a full disk) leaves the previous version."""
+        tmp = self.report_dir / (name + ".tmp")
+        write(tmp)
+        os.replace(tmp, self.report_dir / name)
+
+    def copy_to_mirror(self) -> None:
         if self.mirror:
             try:
                 storage.upload(self.report_dir, self.mirror)
@@ -192,6 +214,7 @@ class ReportWriter(tune.Callback):
             row["params"] = last.get("params", math.nan)
             row["time_s"] = frame["epoch_time_s"].sum() if "epoch_time_s" in frame else 0.0
             row["node"] = last.get("node", "")
+            row["checkpoint"] = checkpoint_path(trial)
             row["error"] = error_line(trial) if row["outcome"] in ("failed", "diverged") else ""
             if row["outcome"] == "diverged" and not row["error"]:
                 row["error"] = f"diverged: train_loss became {last.get('train_loss')} at epoch {last.get('epoch')}"

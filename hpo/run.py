@@ -326,10 +326,11 @@ def check_resumable(p: Plan) -> None:
         raise HpoError(f"--resume: {p.storage_path}/report/study.json is missing, so what this study was started "
                        "with is unknown. Start again with --overwrite.")
     earlier = json.loads(text)
-    then = {"study": {k: v for k, v in earlier.get("study", {}).items() if k != "description"},
-            "smoke": bool(earlier.get("smoke")), "data": earlier.get("data")}
     now = json.loads(json.dumps(p.record(), default=str))  # as study.json holds it
-    if then["data"] is None or not p.data.get("train_images"):
+    then = {"study": {k: v for k, v in earlier.get("study", {}).items() if k != "description"},
+            "smoke": bool(earlier.get("smoke")),
+            "data": earlier.get("data") and {k: earlier["data"].get(k) for k in now["data"]}}
+    if not then["data"] or not p.data.get("train_images"):
         then.pop("data"), now.pop("data")  # reports before this record, or a cluster (the driver reads no data)
     differences = list(_differences(then, now))
     if differences:
@@ -395,6 +396,7 @@ def build_tuner(p: Plan, trainable, callbacks=()):
     study, options = p.study, p.options
     trainable = tune.with_resources(tune.with_parameters(trainable, settings=p.settings), trial_resources(options))
     if options.resume:
+        relocate_search_state(p.experiment_path, p.storage_path)
         tuner = tune.Tuner.restore(p.experiment_path, trainable=trainable, resume_unfinished=True)
         # Tuner.restore brings back the callbacks pickled by the first run, with that run's paths: a moved
         # or copied study would write its report into the old folder. This run's callbacks replace them.
@@ -425,6 +427,47 @@ def report_writer(p: Plan, quiet: bool = False):
             "set": list(options.overrides), "data": p.data}
     return ReportWriter(p.study, p.study_dir, p.experiment_path, meta, quiet=quiet,
                         mirror=f"{p.storage_path}/report" if storage.is_uri(p.storage_path) else None)
+
+
+def relocate_search_state(experiment_path: str, storage_path: str) -> None:
+    """A moved or copied study: Ray Tune moves the trials it restores to the new folder, but its search
+    state (e.g. basic-variant-state-*.json) keeps the original experiment's storage, so trials the
+    searcher creates after the resume would write their checkpoints into the ORIGINAL folder (seen with
+    Ray 2.60). Point every storage in those files at this run's folder before Ray reads them."""
+    if storage.is_uri(experiment_path):
+        return
+    import ray.cloudpickle as cloudpickle
+    from ray.train._internal.storage import StorageContext
+
+    def contexts(obj, seen, depth=0):
+        if id(obj) in seen or depth > 10:
+            return
+        seen.add(id(obj))
+        if isinstance(obj, StorageContext):
+            yield obj
+        elif isinstance(obj, dict):
+            for value in obj.values():
+                yield from contexts(value, seen, depth + 1)
+        elif isinstance(obj, (list, tuple)):
+            for value in obj:
+                yield from contexts(value, seen, depth + 1)
+        elif hasattr(obj, "__dict__"):
+            yield from contexts(vars(obj), seen, depth + 1)
+
+    for path in Path(experiment_path).glob("*-state-*.json"):
+        if path.name.startswith("experiment_state-"):
+            continue  # Ray's JSON record of the trials: Ray relocates those itself
+        try:
+            state = cloudpickle.loads(path.read_bytes())
+        except Exception:
+            continue  # not a pickled searcher state
+        stale = [c for c in contexts(state, set()) if c.storage_fs_path != storage_path]
+        for context in stale:
+            context.storage_fs_path = storage_path
+        if stale:
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_bytes(cloudpickle.dumps(state))
+            os.replace(tmp, path)
 
 
 def disk_full(error: BaseException | None) -> bool:

@@ -23,6 +23,7 @@ from hpo import env  # noqa: F401  first: settings torch reads when it is import
 import torch
 import torch.nn.functional as F
 
+from hpo import checkpoints
 from hpo.errors import HpoError
 from hpo.registry import OPTIMIZERS
 from hpo.study import METRICS, TRAINABLE_KEYS, parse_overrides
@@ -183,27 +184,52 @@ def out_of_memory(error: BaseException) -> bool:
 
 
 def tune_trainable(config: dict, settings: RunSettings) -> None:
-    """The Ray Tune function trainable (see tune.with_parameters in hpo.run)."""
+    """The Ray Tune function trainable (see hpo.run.build_tuner)."""
     from ray import tune
 
     checkpoint = tune.get_checkpoint()
     state = None
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
-            state = torch.load(Path(d) / "state.pt", map_location="cpu", weights_only=False)
+            state = checkpoints.load_newest_readable(d)
     try:
         for metrics, trial in train_epochs(config, settings, state):
             metrics["node"] = _node_id()
             with tempfile.TemporaryDirectory() as d:
-                torch.save(trial.state(), Path(d) / "state.pt")
+                checkpoints.save_state(trial.state(), d)
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
     except Exception as e:
-        # A configuration that cannot fit would fail the same way on every retry:
-        # record it as this trial's result instead of letting max_failures rerun it.
-        if not out_of_memory(e):
+        # A configuration that cannot fit, or an error this trial already met at the same epoch,
+        # would fail the same way on every retry: record it as this trial's result instead of letting
+        # max_failures rerun it.
+        epoch = state["epoch"] if state else 0
+        error = " ".join(f"{type(e).__name__}: {e}".split())
+        if out_of_memory(e):
+            error = f"out of memory: {e}".splitlines()[0]
+        elif not _seen_before(error, epoch):
             raise
-        tune.report({**dict.fromkeys(METRICS, math.nan), "epoch": state["epoch"] if state else 0,
-                     "error": f"out of memory: {e}".splitlines()[0], "node": _node_id()})
+        else:
+            error = f"the same error on a retry, at epoch {epoch + 1}: {error}"
+        tune.report({**dict.fromkeys(METRICS, math.nan), "epoch": epoch, "error": error, "node": _node_id()})
+
+
+def _seen_before(error: str, epoch: int) -> bool:
+    """Whether this trial failed with this error after this epoch before (its retries share its folder
+    on a node); remembers it otherwise."""
+    from ray import tune
+
+    record = Path(tune.get_context().get_trial_dir()) / "last_error.json"
+    this = {"error": error, "epoch": epoch}
+    try:
+        if json.loads(record.read_text()) == this:
+            return True
+    except (OSError, ValueError):
+        pass
+    try:
+        record.write_text(json.dumps(this))
+    except OSError:
+        pass
+    return False
 
 
 def _node_id() -> str:
@@ -211,29 +237,12 @@ def _node_id() -> str:
     return ray.get_runtime_context().get_node_id()[:12]
 
 
-def latest_checkpoint(trial_dir: Path) -> Path | None:
-    checkpoints = sorted(Path(trial_dir).glob("checkpoint_*/state.pt"))
-    return checkpoints[-1] if checkpoints else None
-
-
 def load_trial_model(trial_dir: Path) -> tuple[torch.nn.Module, dict]:
-    """The model of a trial's latest checkpoint (eval mode, CPU) and its full config."""
-    from hpo.data import DATASETS
-    from hpo.models import build_model
-
-    path = latest_checkpoint(trial_dir)
-    if path is None:
+    """The model of a trial folder's latest checkpoint (eval mode, CPU) and its full config."""
+    checkpoint = checkpoints.latest(trial_dir)
+    if checkpoint is None:
         raise HpoError(f"No checkpoint in {trial_dir}: the trial never finished an epoch.")
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    settings = RunSettings(**state["settings"])
-    keys, model_options = trial_options(state["config"])
-    info = DATASETS[settings.dataset]
-    model = build_model(keys["model"] or settings.model, in_channels=info.channels, num_classes=info.num_classes,
-                        image_size=keys["resize"] or info.size, **model_options)
-    model.load_state_dict(state["model"])
-    config = {**keys, **model_options, "dataset": settings.dataset, "model": keys["model"] or settings.model,
-              "data_dir": settings.data_dir}
-    return model.eval(), config
+    return checkpoints.load_model(checkpoint)
 
 
 def main(argv=None) -> int:

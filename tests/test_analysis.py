@@ -280,6 +280,9 @@ def test_checkpoint_figures_from_a_real_trial(tmp_path, fake_mnist_dir):
     trial_dir = folder / "experiment" / "tune_trainable_ab12c_00000_0_batch_size=64_2026-01-01_09-00-00"
     (trial_dir / "checkpoint_000000").mkdir(parents=True)
     torch.save(trained.state(), trial_dir / "checkpoint_000000" / "state.pt")
+    table = pd.read_csv(folder / "report" / "trials.csv")  # the report writer names each trial's checkpoint
+    table["checkpoint"] = ["experiment/" + trial_dir.name + "/checkpoint_000000", ""]
+    table.to_csv(folder / "report" / "trials.csv", index=False)
     section = _best_trial_section(load(folder), tmp_path, log=lambda _: None)
     assert [p.name for p, _ in section.figures] == ["predictions.png", "feature_maps.png"]
     shutil.rmtree(trial_dir / "checkpoint_000000")

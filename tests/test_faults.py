@@ -1,0 +1,296 @@
+"""Faults that would lose or mix results: each is refused (exit 2, nothing deleted) or handled cleanly.
+The fast ones run the real CLI in-process up to the point where Ray would start; the slow ones run real
+studies through the real CLI and real Ray Tune."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from hpo import Study
+from hpo.run import RunOptions, StudyLock, disk_full, main, plan
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def study_file(folder: Path, name: str = "s", space: str = '{"lr": 0.05}', extra: str = "") -> Path:
+    path = folder / f"{name}_study.py"
+    path.write_text("from ray import tune\nfrom hpo import Study\n\n" + textwrap.dedent(f"""
+        study = Study(name={name!r}, dataset="mnist", model="mnist_cnn", space={space}, epochs=2{extra})
+    """))
+    return path
+
+
+def run_cli(capsys, *args) -> tuple[int, str]:
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.err + captured.out
+
+
+# ---------------------------------------------------------------- data loss
+
+@pytest.mark.parametrize("name", ["..", ".", ".hidden"])
+def test_dot_names_are_refused_and_nothing_is_deleted(name, tmp_path, capsys, fake_mnist_dir):
+    results = tmp_path / "project" / "results"
+    (results / "other_study" / "report").mkdir(parents=True)
+    keep = results / "other_study" / "report" / "trials.csv"
+    keep.write_text("precious\n")
+    path = tmp_path / "dots.py"
+    path.write_text(f"from hpo import Study\nstudy = Study(name={name!r}, dataset='mnist', model='fc2')\n")
+    code, output = run_cli(capsys, path, "--results", results, "--data-dir", fake_mnist_dir, "--overwrite")
+    assert code == 2 and "'name'" in output and "starts with a letter or digit" in output
+    assert keep.read_text() == "precious\n" and (tmp_path / "project").is_dir()
+
+
+def test_overwrite_deletes_the_study_folder_and_nothing_beside_it(tmp_path, fake_mnist_dir):
+    results = tmp_path / "results"
+    for folder in ("s", "s2", "s.old"):
+        (results / folder).mkdir(parents=True)
+        (results / folder / "file").write_text("x")
+    p = plan(RunOptions(str(study_file(tmp_path)), results=str(results), data_dir=str(fake_mnist_dir),
+                        overwrite=True))
+    from hpo.run import prepare_study_dir
+    prepare_study_dir(p)
+    assert not (results / "s").exists() and (results / "s2" / "file").exists() and (results / "s.old" / "file").exists()
+
+
+# ---------------------------------------------------------------- refused before Ray starts
+
+def test_results_that_is_a_file_is_refused(tmp_path, capsys, fake_mnist_dir):
+    results = tmp_path / "results"
+    results.write_text("not a folder")
+    code, output = run_cli(capsys, study_file(tmp_path), "--results", results, "--data-dir", fake_mnist_dir)
+    assert code == 2 and "is a file, not a folder" in output and "Traceback" not in output
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into a read-only folder")
+def test_read_only_results_is_refused(tmp_path, capsys, fake_mnist_dir):
+    results = tmp_path / "results"
+    results.mkdir()
+    results.chmod(0o500)
+    try:
+        code, output = run_cli(capsys, study_file(tmp_path), "--results", results, "--data-dir", fake_mnist_dir)
+    finally:
+        results.chmod(0o700)
+    assert code == 2 and "not writable" in output
+
+
+@pytest.mark.parametrize("option, value", [("--cpus-per-trial", 10_000), ("--gpus-per-trial", 64)])
+def test_more_resources_per_trial_than_the_machine_has_is_refused_before_deleting(option, value, tmp_path, capsys,
+                                                                                 fake_mnist_dir):
+    results = tmp_path / "results"
+    (results / "s").mkdir(parents=True)
+    (results / "s" / "old").write_text("x")
+    code, output = run_cli(capsys, study_file(tmp_path), "--results", results, "--data-dir", fake_mnist_dir,
+                           option, value, "--overwrite")
+    assert code == 2 and option in output and "this machine has" in output
+    assert (results / "s" / "old").exists()  # --overwrite deletes only for a run that starts
+
+
+@pytest.mark.parametrize("space, expected", [
+    ('{"val_fraction": 0.001}', ["val_fraction 0.001", "empty validation"]),   # 300 images: 0 for validation
+    ('{"val_fraction": 0.999}', ["val_fraction 0.999", "empty training"]),
+    ('{"batch_size": tune.grid_search([64, 1024])}', ["batch_size 1024", "larger than the training split"]),
+])
+def test_splits_and_batch_sizes_are_checked_against_the_data(space, expected, tmp_path, capsys, fake_mnist_dir):
+    code, output = run_cli(capsys, study_file(tmp_path, space=space), "--results", tmp_path / "r",
+                           "--data-dir", fake_mnist_dir)
+    assert code == 2 and all(e in output for e in expected), output
+    assert not (tmp_path / "r" / "s").exists()
+
+
+@pytest.mark.parametrize("space, expected", [
+    ('{"lr": math.inf}', "'lr' has value inf"),
+    ('{"weight_decay": float("inf")}', "'weight_decay' has value inf"),
+    ('{"batch_size": tune.sample_from(lambda spec: -8)}', "tune.sample_from that gave -8"),
+    ('{"optimizer": tune.sample_from(lambda spec: "adan")}', "tune.sample_from that gave 'adan'"),
+])
+def test_values_no_trial_could_use_are_refused_at_validation(space, expected, tmp_path, capsys):
+    path = study_file(tmp_path, space=space)
+    path.write_text("import math\n" + path.read_text())
+    code, output = run_cli(capsys, path, "--results", tmp_path / "r")
+    assert code == 2 and expected in output, output
+
+
+def test_a_data_dir_that_does_not_exist_never_falls_back_silently(tmp_path, capsys, fake_mnist_dir, monkeypatch):
+    monkeypatch.setenv("HPO_DATA_DIR", str(fake_mnist_dir))  # the dataset is there...
+    code, output = run_cli(capsys, study_file(tmp_path), "--results", tmp_path / "r",
+                           "--data-dir", tmp_path / "typo")  # ...but this is what the user asked for
+    assert code == 2 and "typo does not exist" in output and str(fake_mnist_dir) in output
+
+
+def test_study_json_records_which_files_were_read(tmp_path, fake_mnist_dir):
+    p = plan(RunOptions(str(study_file(tmp_path)), results=str(tmp_path / "r"), data_dir=str(fake_mnist_dir)))
+    assert p.data["folder"] == str(fake_mnist_dir / "mnist") and p.data["train_images"] == 300
+    assert p.record()["data"] == {"dataset": "mnist", "train_images": 300, "test_images": 100}
+
+
+# ---------------------------------------------------------------- one run at a time
+
+def test_a_second_run_of_a_running_study_is_refused_and_told_who_holds_it(tmp_path, capsys, fake_mnist_dir):
+    path = study_file(tmp_path)
+    p = plan(RunOptions(str(path), results=str(tmp_path / "r"), data_dir=str(fake_mnist_dir)))
+    # The lock is an flock: another process's run holds it. A child process stands in for it.
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        from hpo.run import StudyLock
+        with StudyLock(__import__("pathlib").Path({str(p.lock_path)!r})):
+            print("held", flush=True)
+            time.sleep(60)
+    """)], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        code, output = run_cli(capsys, path, "--results", tmp_path / "r", "--data-dir", fake_mnist_dir)
+        assert code == 2 and "running already" in output and f"process {holder.pid}" in output
+    finally:
+        holder.kill()
+        holder.wait()
+    with StudyLock(p.lock_path):  # free again once that process is gone
+        pass
+    assert not p.lock_path.exists()
+
+
+# ---------------------------------------------------------------- --resume restores what it claims to
+
+def fake_started_run(p) -> Path:
+    """What a run leaves before Ray writes anything more: tuner.pkl and the report's study.json."""
+    (p.study_dir / "experiment").mkdir(parents=True)
+    (p.study_dir / "experiment" / "tuner.pkl").write_bytes(b"")
+    (p.study_dir / "report").mkdir()
+    (p.study_dir / "report" / "study.json").write_text(json.dumps(
+        {**p.record(), "command": "python -m hpo.run the-original-command"}, default=str))
+    return p.study_dir
+
+
+@pytest.mark.parametrize("change, expected", [
+    (["--set", "epochs=3"], "study.epochs was 2, now 3"),
+    (["--set", "lr=0.01"], "study.space.lr was 0.05, now 0.01"),
+    (["--smoke"], "smoke was False, now True"),
+    (["--set", "dataset=fashion_mnist"], "study.dataset was 'mnist', now 'fashion_mnist'"),
+])
+def test_resume_of_a_study_started_differently_is_refused(change, expected, tmp_path, capsys, fake_mnist_dir):
+    path = study_file(tmp_path)
+    options = RunOptions(str(path), results=str(tmp_path / "r"), data_dir=str(fake_mnist_dir))
+    fake_started_run(plan(options))
+    code, output = run_cli(capsys, path, "--results", tmp_path / "r", "--data-dir", fake_mnist_dir, "--resume",
+                           *change)
+    assert code == 2 and expected in output and "the-original-command" in output, output
+
+
+def test_resume_refuses_a_damaged_experiment_state(tmp_path, capsys, fake_mnist_dir):
+    path = study_file(tmp_path)
+    study_dir = fake_started_run(plan(RunOptions(str(path), results=str(tmp_path / "r"),
+                                                 data_dir=str(fake_mnist_dir))))
+    (study_dir / "experiment" / "experiment_state-2026-11-26_10-00-00.json").write_text('{"trial_data": [["cut')
+    code, output = run_cli(capsys, path, "--results", tmp_path / "r", "--data-dir", fake_mnist_dir, "--resume")
+    assert code == 2 and "experiment_state-2026-11-26_10-00-00.json" in output and "damaged" in output
+
+
+def test_a_full_disk_is_recognised_through_the_errors_that_wrap_it():
+    try:
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError as e:
+            raise RuntimeError("Tune failed to save the experiment state") from e
+    except RuntimeError as wrapped:
+        assert disk_full(wrapped)
+    assert not disk_full(RuntimeError("something else")) and not disk_full(None)
+
+
+# ---------------------------------------------------------------- real runs
+
+def start(args, results: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "hpo.run", *map(str, args)], cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for_a_finished_trial(driver, trials_csv: Path, timeout: float = 240) -> None:
+    deadline = time.time() + timeout
+    while not (trials_csv.exists() and (pd.read_csv(trials_csv)["outcome"] == "completed").any()):
+        assert time.time() < deadline and driver.poll() is None, "no trial finished in time"
+        time.sleep(0.5)
+
+
+@pytest.mark.slow
+def test_sigterm_stops_cleanly_and_a_moved_study_resumes_where_it_is(tmp_path, fake_mnist_dir):
+    """SIGTERM (SLURM, docker stop, timeout) stops as Ctrl-C does; the stopped study, copied elsewhere,
+    resumes there (not into the original folder), and refuses a resume with a changed study."""
+    path = study_file(tmp_path, name="moved", space='{"lr": tune.grid_search([0.01, 0.02, 0.03, 0.04])}',
+                      extra=", seeds=1")
+    first = tmp_path / "first"
+    driver = start([path, "--results", first, "--data-dir", fake_mnist_dir, "--max-concurrent", 1,
+                    "--no-analysis", "--set", "epochs=40"], first)
+    wait_for_a_finished_trial(driver, first / "moved" / "report" / "trials.csv")
+    driver.send_signal(signal.SIGTERM)
+    output, _ = driver.communicate(timeout=180)
+    assert driver.returncode == 130, output[-3000:]
+    assert "Traceback" not in output and "--resume" in output and "--set epochs=40" in output
+
+    second = tmp_path / "second"
+    shutil.copytree(first / "moved", second / "moved")
+    original = (first / "moved" / "report" / "trials.csv").read_text()
+    refused = subprocess.run([sys.executable, "-m", "hpo.run", str(path), "--results", str(second), "--data-dir",
+                              str(fake_mnist_dir), "--resume", "--set", "epochs=41"], cwd=ROOT, capture_output=True,
+                             text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert refused.returncode == 2 and "study.epochs was 40, now 41" in refused.stderr
+    resumed = subprocess.run([sys.executable, "-m", "hpo.run", str(path), "--results", str(second), "--data-dir",
+                              str(fake_mnist_dir), "--resume", "--set", "epochs=3", "--no-analysis"],
+                             cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                             timeout=120)
+    assert resumed.returncode == 2 and "study.epochs was 40, now 3" in resumed.stderr
+    # the same settings: it continues, in the copy
+    resumed = subprocess.run([sys.executable, "-m", "hpo.run", str(path), "--results", str(second), "--data-dir",
+                              str(fake_mnist_dir), "--resume", "--set", "epochs=40", "--no-analysis",
+                              "--max-concurrent", "2"], cwd=ROOT, capture_output=True, text=True,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    trials = pd.read_csv(second / "moved" / "report" / "trials.csv")
+    assert len(trials) == 4 and set(trials["outcome"]) == {"completed"}
+    assert "Done: 4 trials completed" in resumed.stdout
+    assert (first / "moved" / "report" / "trials.csv").read_text() == original  # the original is untouched
+    study_json = json.loads((second / "moved" / "report" / "study.json").read_text())
+    assert str(second / "moved") in study_json["experiment_path"]
+    assert all(isinstance(c, str) and (second / "moved" / c / "state.pt").is_file() for c in trials["checkpoint"])
+
+
+@pytest.mark.slow
+def test_a_deterministic_error_fails_the_trial_after_one_retry_not_max_failures(tmp_path, fake_mnist_dir):
+    """Real Ray Tune, the real trainable and report writer: a data file that breaks after the run's own
+    check fails every attempt the same way; the first retry sees that and the trial ends `failed`."""
+    import ray
+    from ray import tune
+
+    from hpo.report import ReportWriter
+    from hpo.trainable import RunSettings, tune_trainable
+
+    images = fake_mnist_dir / "mnist" / "train-images-idx3-ubyte.gz"
+    images.write_bytes(images.read_bytes()[:100])  # cut short
+    study = Study(name="same_error", dataset="mnist", model="mnist_cnn", epochs=2)
+    writer = ReportWriter(study, tmp_path / "same_error", str(tmp_path / "same_error" / "experiment"), {}, quiet=True)
+    settings = RunSettings("mnist", "mnist_cnn", 2, str(fake_mnist_dir))
+    ray.init(num_cpus=1, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    try:
+        results = tune.Tuner(tune.with_parameters(tune_trainable, settings=settings), param_space={},
+                             run_config=tune.RunConfig(name="experiment", storage_path=str(tmp_path / "same_error"),
+                                                       callbacks=[writer], verbose=0,
+                                                       failure_config=tune.FailureConfig(max_failures=5))).fit()
+    finally:
+        ray.shutdown()
+    trials = pd.read_csv(tmp_path / "same_error" / "report" / "trials.csv")
+    assert trials.loc[0, "outcome"] == "failed"
+    assert "the same error on a retry" in trials.loc[0, "error"] and "train-images-idx3-ubyte" in trials.loc[0, "error"]
+    assert results[0].metrics["error"] == trials.loc[0, "error"]
+    attempts = json.loads((Path(results[0].path) / "last_error.json").read_text())
+    assert attempts["epoch"] == 0
