@@ -24,7 +24,7 @@ ALL_PARTS = CPU_PARTS + ("gpu",)
 # name: (section, key path, target, higher is better, what it is)
 FIGURES = {
     "loader_speedup": ("cpu", ("data", "loader_speedup"), 1.8, True,
-                       "trainable's data path vs seeds' DataLoader loop, CPU (min of batch 64, 256)"),
+                       "trainable's data path vs the write-ups' DataLoader loop, CPU (min of batch 64, 256)"),
     "threads_speedup": ("cpu", ("threads", "speedup"), None, True,
                         "OMP passive vs active wait, 2 threads, trainable CLI on this shared CPU"),
     "trial_overhead_s": ("cpu", ("overhead", "trial_overhead_s"), 0.5, False,
@@ -36,7 +36,7 @@ FIGURES = {
     "study_speedup": ("cpu", ("study", "study_speedup"), None, True,
                       "plain sequential loop wall time / hpo.run study wall time (same trials)"),
     "gpu_loader_speedup": ("gpu", ("data", "loader_speedup"), 10.0, True,
-                           "trainable's data path vs seeds' DataLoader loop, GPU (min of batch 64, 256)"),
+                           "trainable's data path vs the write-ups' DataLoader loop, GPU (min of batch 64, 256)"),
     "gpu_packing_16x": ("gpu", ("packing", "gpu_packing_16x"), 8.0, True,
                         "throughput of 16 concurrent LeNet-5 trials on one GPU / one trial"),
 }

@@ -2,7 +2,7 @@
 
 A model is built by a plain function `builder(in_channels, num_classes, image_size, *, options...)`;
 its keyword options and their defaults are the model's tunable knobs (see `model_options`), and the
-defaults reproduce the write-up. Every model returns raw logits [B, num_classes]: the seeds'
+defaults reproduce the write-up. Every model returns raw logits [B, num_classes]: the write-ups'
 log_softmax + NLL equals the cross_entropy the trainable uses.
 """
 

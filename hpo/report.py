@@ -106,6 +106,9 @@ class ReportWriter(tune.Callback):
         self.trials: list = []
         self.best: float | None = None
         self.last_write = 0.0
+        self.times: dict[str, list] = {}  # trial id -> [started, ended] (Unix time; ended None while running)
+        self.start_time = time.time()
+        self.utilisation: float | None = None  # trial-seconds / (slots x wall time), see write_study_json
         self.counts: dict[str, int] = {"total": 0, **dict.fromkeys(OUTCOMES, 0)}  # trials by outcome, as last written
         self.environment = {"versions": versions(), "hardware": hardware()}  # once: writes happen in Tune's loop
 
@@ -119,6 +122,12 @@ class ReportWriter(tune.Callback):
         self.meta["ended"] = None
         if not (self.report_dir / "study.json").exists():  # a resumed run keeps its report until it has news
             self.write_study_json()  # from the start: it records what this run was started with (--resume checks)
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.times.setdefault(trial.trial_id, [time.time(), None])[1] = None  # a restart runs on
+
+    def trial_ended(self, trial) -> None:
+        self.times.setdefault(trial.trial_id, [time.time(), None])[1] = time.time()
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self.trials = trials
@@ -141,10 +150,12 @@ class ReportWriter(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.trials = trials
+        self.trial_ended(trial)
         self.write()
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.trials = trials
+        self.trial_ended(trial)
         if not self.quiet:
             print(f"trial {trial.trial_id} failed: {error_line(trial)}", flush=True)
         self.write()
@@ -167,9 +178,10 @@ class ReportWriter(tune.Callback):
 
     def write_study_json(self) -> None:
         self.report_dir.mkdir(parents=True, exist_ok=True)
+        self.utilisation = self.slot_utilisation()
         document = {"study": self.study.to_json(), "varied_keys": self.study.varied_keys(), **self.meta,
                     "experiment_path": str(self.experiment_path), "trials": self.counts,
-                    **self.environment}
+                    "slot_utilisation": self.utilisation, **self.environment}
         self.replace("study.json", lambda tmp: tmp.write_text(json.dumps(document, indent=2, default=str)))
         self.copy_to_mirror()
 
@@ -186,6 +198,15 @@ class ReportWriter(tune.Callback):
                 storage.upload(self.report_dir, self.mirror)
             except OSError as e:  # storage briefly unreachable: the next write copies it again
                 print(f"warning: could not copy the report to {self.mirror}: {e}", file=sys.stderr, flush=True)
+
+    def slot_utilisation(self) -> float | None:
+        """Trial-seconds over slots x wall time, for this run (None before a trial started)."""
+        slots = self.meta.get("slots")
+        if not slots or not self.times:
+            return None
+        now_ = time.time()
+        busy = sum((end or now_) - start for start, end in self.times.values())
+        return round(busy / (slots * max(now_ - self.start_time, 1e-9)), 3)
 
     def config_columns(self, config: dict) -> dict:
         config = {k: v for k, v in config.items() if not k.startswith("__")}
@@ -215,6 +236,9 @@ class ReportWriter(tune.Callback):
             row["time_s"] = frame["epoch_time_s"].sum() if "epoch_time_s" in frame else 0.0
             row["node"] = last.get("node", "")
             row["checkpoint"] = checkpoint_path(trial)
+            started, ended = self.times.get(trial.trial_id, (None, None))
+            row["started_s"] = round(started - self.start_time, 2) if started else math.nan  # since this run began
+            row["ended_s"] = round(ended - self.start_time, 2) if ended else math.nan
             row["error"] = error_line(trial) if row["outcome"] in ("failed", "diverged") else ""
             if row["outcome"] == "diverged" and not row["error"]:
                 row["error"] = f"diverged: train_loss became {last.get('train_loss')} at epoch {last.get('epoch')}"

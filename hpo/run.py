@@ -16,6 +16,7 @@ import dataclasses
 import errno
 import fcntl
 import json
+import math
 import os
 import runpy
 import shutil
@@ -82,7 +83,8 @@ def parse_args(argv=None) -> RunOptions:
     p.add_argument("--gpus-per-trial", type=float,
                    help="GPUs per trial; fractions pack trials onto one GPU (default 0.25 where GPUs exist, else 0)")
     p.add_argument("--cpus-per-trial", type=float, default=1, help="CPUs per trial (default 1)")
-    p.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
+    p.add_argument("--max-concurrent", type=int,
+                   help="at most this many trials at once (default: as many as fit; 0: Ray Tune's own default)")
     p.add_argument("--max-failures", type=int, default=2,
                    help="retries of a trial that fails (a lost node, a crash) from its last checkpoint (default 2)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -131,6 +133,7 @@ class Plan:
     storage_path: str  # Ray Tune keeps the experiment in <storage_path>/experiment (a path or a URI)
     settings: "RunSettings"  # noqa: F821  (hpo.trainable, imported late: it loads torch)
     data: dict = dataclasses.field(default_factory=dict)  # what was read: dataset, folder, images per split
+    slots: int | None = None  # trials that fit at once (set by execute once Ray runs: trial_slots)
 
     @property
     def experiment_path(self) -> str:
@@ -377,6 +380,19 @@ def trial_resources(options: RunOptions) -> dict:
     return {"cpu": options.cpus_per_trial, "gpu": gpus}
 
 
+def trial_slots(resources: dict) -> int:
+    """How many trials fit on the cluster at once: Ray's cluster resources over one trial's. From 8 CPUs
+    on, one CPU is left to the driver and Ray's own processes, which start and stop the trials (16
+    launch-bound trials on 16 cores starve them)."""
+    import ray
+    total = ray.cluster_resources()
+    cpus = total.get("CPU", 0) - (1 if total.get("CPU", 0) >= 8 else 0)
+    slots = cpus / resources["cpu"] if resources["cpu"] else math.inf
+    if resources["gpu"]:
+        slots = min(slots, total.get("GPU", 0) / resources["gpu"])
+    return max(1, int(slots + 1e-9)) if math.isfinite(slots) else 1
+
+
 def warn_if_cluster_too_small(resources: dict) -> None:
     """On a cluster nodes may still join (autoscaling): say what the trials wait for, then wait."""
     import ray
@@ -404,6 +420,15 @@ def build_tuner(p: Plan, trainable, callbacks=()):
         return tuner
     space = dict(study.space)
     search_alg, num_samples = SEARCHES[study.search].build(study, space, options.max_concurrent)
+    # Ray Tune gives a searcher other than its own variant generator ONE pending trial at a time unless
+    # max_concurrent_trials is set (tune_controller._get_max_pending_trials): new trials then start one
+    # actor start-up apart and most slots stay idle (an H100 with 16 slots ran 1.7-4.3 trials at once).
+    # Every slot busy, unless --max-concurrent says otherwise.
+    from ray.tune.search import BasicVariantGenerator
+    max_concurrent = options.max_concurrent
+    if max_concurrent is None and not isinstance(search_alg, BasicVariantGenerator):
+        max_concurrent = p.slots or trial_slots(trial_resources(options))
+    max_concurrent = max_concurrent or None  # 0: Ray Tune's own default (bench/gpu_check.sh compares it)
     run_config = tune.RunConfig(
         name="experiment", storage_path=p.storage_path, callbacks=list(callbacks), verbose=0,
         # Two, not one: a driver killed between a trial's new checkpoint and the next
@@ -412,7 +437,7 @@ def build_tuner(p: Plan, trainable, callbacks=()):
         failure_config=tune.FailureConfig(max_failures=options.max_failures))
     tune_config = tune.TuneConfig(metric=study.metric, mode=study.mode, search_alg=search_alg,
                                   scheduler=SCHEDULERS[study.scheduler].build(study), num_samples=num_samples,
-                                  max_concurrent_trials=options.max_concurrent,
+                                  max_concurrent_trials=max_concurrent,
                                   time_budget_s=study.time_budget_min and study.time_budget_min * 60,
                                   reuse_actors=True)
     return tune.Tuner(trainable, param_space=space, tune_config=tune_config, run_config=run_config)
@@ -424,7 +449,7 @@ def report_writer(p: Plan, quiet: bool = False):
 
     options = p.options
     meta = {"study_file": options.study_file, "command": options.command(), "smoke": options.smoke,
-            "set": list(options.overrides), "data": p.data}
+            "set": list(options.overrides), "data": p.data, "slots": p.slots}
     return ReportWriter(p.study, p.study_dir, p.experiment_path, meta, quiet=quiet,
                         mirror=f"{p.storage_path}/report" if storage.is_uri(p.storage_path) else None)
 
@@ -488,8 +513,12 @@ def execute(p: Plan) -> int:
         print(f"Study {study.name}: {study.num_trials()} trials of at most {study.epochs} epochs "
               f"({study.search} search, {study.scheduler} scheduler) -> {p.study_dir}", flush=True)
         start_ray(options)
+        resources = trial_resources(options)
         if options.cluster_address:
-            warn_if_cluster_too_small(trial_resources(options))
+            warn_if_cluster_too_small(resources)
+        p = dataclasses.replace(p, slots=min(trial_slots(resources), options.max_concurrent or math.inf))
+        print(f"{p.slots} trial slots: {resources['cpu']:g} CPUs and {resources['gpu']:g} GPUs per trial. "
+              f"TensorBoard: tensorboard --logdir {p.experiment_path}", flush=True)
         writer = report_writer(p)
         tuner = build_tuner(p, tune_trainable, [writer])
         # SIGTERM (SLURM, docker stop, timeout) stops as Ctrl-C does: Ray Tune's SIGINT handler while it
@@ -524,6 +553,10 @@ def execute(p: Plan) -> int:
     unfinished = trials["total"] - sum(trials[k] for k in (*FINISHED, "failed"))
     budget = (f", {unfinished} not finished when the {study.time_budget_min:g}-minute time budget ran out"
               if study.time_budget_min and unfinished else "")
+    if writer.utilisation is not None and writer.utilisation < 0.7 and trials["total"] > 1:
+        print(f"note: the trial slots were busy {writer.utilisation:.0%} of the time ({p.slots} slots). Likely "
+              "reasons: trials shorter than a Ray actor's start-up (a few seconds), fewer trials than slots, "
+              "or a --max-concurrent below the slots. See the timeline in the report.", flush=True)
     print(f"Done: {trials['completed']} trials completed, {trials['stopped_early']} stopped early, "
           f"{trials['diverged']} diverged, {trials['failed']} failed{budget}. Report: {p.study_dir / 'report'}",
           flush=True)

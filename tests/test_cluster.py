@@ -6,7 +6,7 @@
   SIGKILLed mid-study and `--resume` finishes the study;
 - the sockets of every Ray process started here are on the loopback interface only.
 
-Every Ray here starts with RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 (shared/RAY_NOTES.md), on free ports and
+Every Ray here starts with RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 (docs/ray-notes.md), on free ports and
 in its own temp dir, and is stopped by PID (never `ray stop`: it stops every Ray on the machine). The
 two-node cluster lives in a child process running this file (`python tests/test_cluster.py cluster DIR`),
 so `import ray` happens there, with the variable set, and never in the pytest process.
