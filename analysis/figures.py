@@ -19,8 +19,8 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.ticker import FuncFormatter, NullFormatter, PercentFormatter  # noqa: E402
 
-from analysis import fmt, stats  # noqa: E402
-from analysis.load import StudyData  # noqa: E402
+from analysis import fmt, stats, tables  # noqa: E402
+from analysis.load import OUTCOMES, StudyData  # noqa: E402
 from analysis.tables import Skipped  # noqa: E402
 
 DPI = 110
@@ -349,3 +349,54 @@ def pareto_fronts(data: StudyData, table: pd.DataFrame, out: Path) -> Path:
         ax.legend(loc="best", fontsize=8)
     fig.suptitle(f"{data.name}: {target} against cost ({len(table)} configurations)", fontsize=12)
     return save(fig, out / "pareto.png")
+
+
+# ---------------------------------------------------------------- when the trials ran
+
+OUTCOME_COLOURS = {"completed": "C2", "stopped_early": "C1", "diverged": "C4", "failed": "C3", "interrupted": "C7",
+                   "running": "C0", "pending": "0.8"}
+MAX_TRIAL_NAMES = 40  # trial ids on the timeline's axis; more trials: none
+
+
+def timeline(data: StudyData, out: Path) -> Path:
+    """When each trial ran (a bar from its start to its end, by outcome) and how many ran at once against the slots."""
+    times = tables.trial_times(data)
+    steps = tables.in_flight(times)
+    o = tables.occupancy(data, times)
+    n = len(times)
+    bars = min(max(2.4, 0.2 * n + 0.8), 14)
+    fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(10, bars + 2.8), height_ratios=[bars, 2.4],
+                                      layout="constrained")
+    y = np.arange(n)
+    colour = [OUTCOME_COLOURS.get(v, "0.5") for v in times["outcome"]]
+    top.barh(y, times["ended_s"] - times["started_s"], left=times["started_s"], height=0.8, color=colour,
+             hatch=["//" if v else "" for v in times["open"]], edgecolor="white", lw=0.3)
+    if n <= MAX_TRIAL_NAMES:
+        top.set_yticks(y, times["trial_id"].astype(str), fontsize=7)
+    else:
+        top.set_yticks([])
+    top.set_ylim(n - 0.4, -0.6)  # the first started on top
+    top.set(ylabel=f"{n} trials, by start")
+    seen = sorted(set(times["outcome"]), key=lambda v: (OUTCOMES.index(v) if v in OUTCOMES else len(OUTCOMES), v))
+    handles = [plt.Rectangle((0, 0), 1, 1, color=OUTCOME_COLOURS.get(v, "0.5")) for v in seen]
+    names = [v.replace("_", " ") for v in seen]
+    if times["open"].any():
+        handles.append(plt.Rectangle((0, 0), 1, 1, facecolor="white", edgecolor="0.4", hatch="//"))
+        names.append("no end yet: drawn\nto the latest time")
+    top.legend(handles, names, title="outcome", loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8,
+               frameon=False)
+    x = np.append(steps["time_s"], o["span_s"])
+    count = np.append(steps["in_flight"], steps["in_flight"].iloc[-1])
+    bottom.step(x, count, where="post", color="C0", lw=1.5, label="trials in flight")
+    bottom.fill_between(x, count, step="post", color="C0", alpha=0.15, lw=0)
+    if o["slots"]:
+        bottom.axhline(o["slots"], color="C3", ls="--", lw=1.2, label=f"{o['slots']} slots")
+    if not math.isnan(o["mean"]):
+        bottom.axhline(o["mean"], color="0.3", ls=":", lw=1.2, label=f"mean {o['mean']:.1f}")
+    bottom.set(xlabel="seconds since the run began", ylabel="trials in flight",
+               xlim=(0, max(o["span_s"], 1e-9)), ylim=(0, max(o["slots"] or 0, o["peak"], 1) * 1.15))
+    bottom.yaxis.get_major_locator().set_params(integer=True)
+    bottom.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False)
+    used = "unknown (no slots in study.json)" if o["utilisation"] is None else f"{o['utilisation']:.0%}"
+    fig.suptitle(f"{data.name}: trial timeline, slot utilisation {used}", fontsize=12)
+    return save(fig, out / "timeline.png")

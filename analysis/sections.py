@@ -6,6 +6,7 @@ samples.py) into a `Section`; render.py lays the sections out.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -16,6 +17,7 @@ from analysis.render import Section, Table, html_page, markdown, write_text, xls
 from analysis.tables import Skipped
 
 MAX_ROWS = 20  # per-configuration rows shown in the report (tables.xlsx has all)
+LOW_UTILISATION = 0.7  # below it, the overview says why trial slots may have stood idle
 
 
 def write_report(data: StudyData, log) -> Path:
@@ -25,7 +27,7 @@ def write_report(data: StudyData, log) -> Path:
     figure_dir.mkdir(parents=True, exist_ok=True)
     for old in figure_dir.glob("*.png"):  # a figure this run skips must not linger from an earlier one
         old.unlink()
-    sections = [_trials_section(data)]
+    sections = [_trials_section(data, figure_dir, log)]
     if data.is_search:  # its top trials say more than configurations seen once each
         sections.append(_search_section(data, figure_dir, log))
     configs, pairwise = tables.config_tables(data)
@@ -110,7 +112,7 @@ def _summary(data: StudyData) -> list[str]:
     return text
 
 
-def _trials_section(data: StudyData) -> Section:
+def _trials_section(data: StudyData, figure_dir: Path, log) -> Section:
     counts = tables.outcome_table(data)
     n = counts.iloc[0].to_dict()
     said = ", ".join(f"{v} {o.replace('_', ' ')}" for o, v in n.items() if v and o != "total")
@@ -129,7 +131,28 @@ def _trials_section(data: StudyData) -> Section:
     if not problems.empty:
         out.append(Table("Failed and diverged trials", problems, "With the first line of each error.",
                          sheet="failed trials"))
-    return Section("Overview", text, out)
+    return Section("Overview", text + _in_flight(data), out, _draw(data, log, figures.timeline, figure_dir))
+
+
+def _in_flight(data: StudyData) -> list[str]:
+    """How busy the trial slots were (trials.csv's started_s/ended_s, study.json's slots), and why when idle."""
+    try:
+        o = tables.occupancy(data, tables.trial_times(data))
+    except Skipped:
+        return []  # the timeline figure's note says so
+    if math.isnan(o["mean"]):
+        return []
+    slots = f" of {o['slots']} slots" if o["slots"] else " (slots unknown: study.json has none)"
+    used = "" if o["utilisation"] is None else f" (utilisation {o['utilisation']:.0%})"
+    text = [f"Trials in flight: mean {o['mean']:.1f}{slots}{used}; at most {o['peak']} at once, over"
+            f" {fmt.number('time_s', o['span_s'])} s from the run's start to the latest start or end in trials.csv."]
+    if o["utilisation"] is not None and o["utilisation"] < LOW_UTILISATION:
+        text.append(f"Note: the trial slots were busy {o['utilisation']:.0%} of the time. Likely reasons: trials"
+                    " shorter than a Ray actor's start-up (a few seconds; the median trial here ran"
+                    f" {fmt.number('time_s', o['median_s'])} s), fewer trials than slots ({len(data.trials)}"
+                    f" trials for {o['slots'] or 'an unknown number of'} slots), or `--max-concurrent` below the"
+                    " slots. The timeline figure shows when the slots stood idle.")
+    return text
 
 
 def _configs_section(data: StudyData, table: pd.DataFrame, pairwise: pd.DataFrame) -> Section:

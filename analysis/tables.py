@@ -205,6 +205,56 @@ def pareto_table(data: StudyData) -> pd.DataFrame:
     return table
 
 
+# ---------------------------------------------------------------- when the trials ran
+
+def trial_times(data: StudyData) -> pd.DataFrame:
+    """The trials that started, first started first: trial_id, outcome, started_s, ended_s (seconds since the run
+    began) and `open` (no end recorded: running, or stopped with the run; it ends at the latest time in the table)."""
+    t = data.trials
+    started = pd.to_numeric(t["started_s"], errors="coerce") if "started_s" in t else None
+    if started is None or "ended_s" not in t or started.isna().all():
+        raise Skipped("No trial timeline: trials.csv has no started_s/ended_s times (a report written by an older"
+                      " hpo.run, or no trial has started yet).")
+    ended = pd.to_numeric(t["ended_s"], errors="coerce")
+    latest = float(np.nanmax([started.max(), ended.max()]))
+    times = pd.DataFrame({"trial_id": t["trial_id"] if "trial_id" in t else t.index.astype(str),
+                          "outcome": t["outcome"], "started_s": started,
+                          "ended_s": np.maximum(ended.fillna(latest), started), "open": ended.isna()})
+    return times[started.notna()].sort_values(["started_s", "ended_s"], kind="stable", ignore_index=True)
+
+
+def in_flight(times: pd.DataFrame) -> pd.DataFrame:
+    """How many trials ran at once (trial_times): `in_flight` from each `time_s` on, a step from 0 (the run's
+    start) to the latest time, where it drops to 0."""
+    changes = pd.concat([pd.Series(1, index=times["started_s"]), pd.Series(-1, index=times["ended_s"])])
+    count = changes.groupby(level=0).sum().sort_index().cumsum()
+    steps = pd.DataFrame({"time_s": count.index.to_numpy(float), "in_flight": count.to_numpy(int)})
+    if steps.empty or steps["time_s"].iloc[0] > 0:
+        steps = pd.concat([pd.DataFrame({"time_s": [0.0], "in_flight": [0]}), steps], ignore_index=True)
+    return steps
+
+
+def occupancy(data: StudyData, times: pd.DataFrame) -> dict:
+    """The trials in flight on average from the run's start to the latest time in the table (trial-seconds over
+    that span), the most at once, the slots (study.json) and their utilisation: study.json's `slot_utilisation`
+    (trial-seconds over slots x wall time, measured by hpo.run), else the mean over the slots, else None."""
+    span = float(times["ended_s"].max()) if len(times) else math.nan
+    busy = float((times["ended_s"] - times["started_s"]).sum())
+    mean = busy / span if span > 0 else math.nan
+    slots = data.meta.get("slots")
+    slots = int(slots) if _is_number(slots) and slots >= 1 else None
+    utilisation = data.meta.get("slot_utilisation")
+    if not _is_number(utilisation):
+        utilisation = mean / slots if slots and not math.isnan(mean) else None
+    return {"mean": mean, "peak": int(in_flight(times)["in_flight"].max()), "slots": slots,
+            "utilisation": utilisation, "span_s": span, "trials": len(times),
+            "median_s": float((times["ended_s"] - times["started_s"]).median())}
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def _rename_keys(t: pd.DataFrame) -> pd.DataFrame:
     return t.rename(columns=lambda c: c.removeprefix("config/"))
 

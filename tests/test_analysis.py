@@ -394,3 +394,95 @@ def test_cut_short_trials_csv(tmp_path, capsys):
     path.write_text("".join(lines))
     assert not any("cut short" in n for n in load(folder).notes)
     assert "cut short" not in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the trial timeline
+
+# (trial, outcome, started_s, ended_s). By hand, the trials in flight: 0-4 s a and b (2), 4-5 a (1), 5-10 a and c
+# (2), 10-12 c (1), 12-15 c and d (2; d is running: it lasts to 15 s, the latest time in the table); e never started.
+TIMES = [("a", "completed", 0.0, 10.0), ("b", "completed", 0.0, 4.0), ("c", "stopped_early", 5.0, 15.0),
+         ("d", "running", 12.0, math.nan), ("e", "pending", math.nan, math.nan)]
+MEAN_IN_FLIGHT = (2 * 4 + 1 * 1 + 2 * 5 + 1 * 2 + 2 * 3) / 15  # = (10 + 4 + 10 + 3) trial-seconds / 15 s = 1.8
+
+
+def timed_study(folder: Path, slots=4, utilisation=None, times=True) -> Path:
+    trials = []
+    for i, (trial_id, outcome, started, ended) in enumerate(TIMES):
+        row, epochs = trial(trial_id, {"batch_size": [50, 100][i % 2]}, i // 2, 0.9 + 0.01 * i,
+                            0 if outcome == "pending" else 2, outcome)
+        if times is True:
+            row.update(started_s=started, ended_s=ended)
+        elif times == "nan":
+            row.update(started_s=math.nan, ended_s=math.nan)
+        trials.append((row, epochs))
+    folder = write_study(folder, trials, varied=["batch_size"], ended=None)
+    path = folder / "report" / "study.json"
+    meta = json.loads(path.read_text())
+    path.write_text(json.dumps({**meta, "slots": slots, "slot_utilisation": utilisation}))
+    return folder
+
+
+def test_timeline_in_flight_by_hand(tmp_path):
+    from analysis.tables import in_flight, occupancy, trial_times
+
+    data = load(timed_study(tmp_path / "s"))
+    times = trial_times(data)
+    assert times["trial_id"].tolist() == ["b", "a", "c", "d"]  # by start (then end); e never started
+    assert times["ended_s"].tolist() == [4, 10, 15, 15] and times["open"].tolist() == [False, False, False, True]
+    steps = in_flight(times)
+    assert steps["time_s"].tolist() == [0, 4, 5, 10, 12, 15]
+    assert steps["in_flight"].tolist() == [2, 1, 2, 1, 2, 0]
+    o = occupancy(data, times)
+    assert MEAN_IN_FLIGHT == pytest.approx(1.8)
+    assert o["mean"] == pytest.approx(MEAN_IN_FLIGHT) and o["peak"] == 2 and o["slots"] == 4
+    assert o["utilisation"] == pytest.approx(MEAN_IN_FLIGHT / 4)  # no slot_utilisation in study.json: mean / slots
+    assert o["median_s"] == pytest.approx(statistics.median([4, 10, 10, 3]))
+    # hpo.run's own measure (over its whole wall time) is the one reported when study.json has it.
+    assert occupancy(load(timed_study(tmp_path / "u", utilisation=0.41)), times)["utilisation"] == 0.41
+
+
+def test_timeline_figure_and_report_line(tmp_path, monkeypatch):
+    from analysis import figures
+
+    titles = {}
+    save = figures.save
+
+    def keep_title(fig, path):
+        titles[path.name] = fig.get_suptitle()
+        return save(fig, path)
+
+    monkeypatch.setattr(figures, "save", keep_title)
+    out = analyse(timed_study(tmp_path / "s"), log=lambda _: None)
+    png = out / "figures" / "timeline.png"
+    assert png.stat().st_size > 0
+    assert titles["timeline.png"].endswith("trial timeline, slot utilisation 45%")
+    md = (out / "report.md").read_text()
+    line = f"Trials in flight: mean {MEAN_IN_FLIGHT:.1f} of 4 slots (utilisation {MEAN_IN_FLIGHT / 4:.0%})"
+    assert line == "Trials in flight: mean 1.8 of 4 slots (utilisation 45%)" and line in md
+    assert "at most 2 at once, over 15.0 s" in md
+    # Below 70%: why slots may stand idle, with this study's numbers (median trial 7 s; 5 trials for 4 slots).
+    assert "Note: the trial slots were busy 45% of the time" in md
+    assert "the median trial here ran 7.0 s" in md and "5 trials for 4 slots" in md and "--max-concurrent" in md
+    page = (out / "report.html").read_text()
+    assert line in page and base64.b64encode(png.read_bytes()).decode() in page
+    assert "No trial timeline" not in md
+
+    # 2 slots: 90% busy, no note; study.json's own utilisation wins over the table's.
+    md = (analyse(timed_study(tmp_path / "two", slots=2), log=lambda _: None) / "report.md").read_text()
+    assert "Trials in flight: mean 1.8 of 2 slots (utilisation 90%)" in md and "slots were busy" not in md
+    md = (analyse(timed_study(tmp_path / "own", utilisation=0.41), log=lambda _: None) / "report.md").read_text()
+    assert "Trials in flight: mean 1.8 of 4 slots (utilisation 41%)" in md and "busy 41% of the time" in md
+    # An older study.json without slots: the mean alone.
+    md = (analyse(timed_study(tmp_path / "old", slots=None), log=lambda _: None) / "report.md").read_text()
+    assert "Trials in flight: mean 1.8 (slots unknown" in md and "utilisation" not in md.split("Trials in flight")[1][:80]
+
+
+@pytest.mark.parametrize("times", [False, "nan"])
+def test_timeline_without_times_is_a_note(tmp_path, times):
+    """A report from an older hpo.run (no started_s/ended_s), or times all unknown: a note, no figure, no crash."""
+    out = analyse(timed_study(tmp_path / "s", times=times), log=lambda _: None)
+    assert not (out / "figures" / "timeline.png").exists()
+    md = (out / "report.md").read_text()
+    assert "Note: No trial timeline: trials.csv has no started_s/ended_s times" in md
+    assert "Trials in flight" not in md and "slots were busy" not in md
+    assert "5 trials: 2 completed, 1 stopped early, 1 running, 1 pending." in md
