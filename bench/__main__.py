@@ -37,6 +37,10 @@ FIGURES = {
                       "plain sequential loop wall time / hpo.run study wall time (same trials)"),
     "gpu_loader_speedup": ("gpu", ("data", "loader_speedup"), 10.0, True,
                            "trainable's data path vs the write-ups' DataLoader loop, GPU (min of batch 64, 256)"),
+    "gpu_step_speedup": ("gpu", ("graph", "gpu_step_speedup"), None, True,
+                         "trainable's training step eager / as a replayed CUDA graph, batch 64"),
+    "gpu_step_ms": ("gpu", ("graph", "step_ms_batch64"), 0.4, False,
+                    "ms per training step with CUDA graphs, LeNet-5, batch 64"),
     "gpu_packing_16x": ("gpu", ("packing", "gpu_packing_16x"), 8.0, True,
                         "throughput of 16 concurrent LeNet-5 trials on one GPU / one trial"),
 }
@@ -116,6 +120,8 @@ def run_parts(parts, quick: bool, device_gpu: bool) -> dict:
                          else datapath.measure("cuda", repeats=3))
             print("amp / channels_last (GPU) ...", flush=True)
             g["options"] = gpu.options(repeats=1 if quick else 3, max_train=8192 if quick else None)
+            print("training step: CUDA graph vs eager (GPU) ...", flush=True)
+            g["graph"] = gpu.graph_step(repeats=1 if quick else 3, max_train=8192 if quick else None)
             print("step dispatch (GPU) ...", flush=True)
             g["dispatch"] = gpu.dispatch(steps=100 if quick else 300)
             print("packing (GPU) ...", flush=True)

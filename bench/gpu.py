@@ -123,8 +123,8 @@ def options(batch_sizes=(64, 256), repeats: int = 3, max_train: int | None = Non
     settings = RunSettings("fashion_mnist", "lenet5", 1, data_dir, max_train, 1000)
     results = {}
     for bs in batch_sizes:
-        def trial(**extra):
-            return Trial({**CONFIG, **extra, "batch_size": bs}, settings, device="cuda")
+        def trial(**extra):  # the eager step: graph_step() below compares it with the CUDA graph
+            return Trial({**CONFIG, "cuda_graphs": False, **extra, "batch_size": bs}, settings, device="cuda")
 
         trials = {"plain": trial(), "foreach": trial(), "amp": trial(amp=True), "channels_last": trial(),
                   "cudnn_benchmark": trial()}
@@ -147,6 +147,33 @@ def options(batch_sizes=(64, 256), repeats: int = 3, max_train: int | None = Non
     return results
 
 
+def graph_step(batch_sizes=(64, 256), repeats: int = 3, max_train: int | None = None,
+               data_dir: str | None = None) -> dict:
+    """The trainable's training epoch with its step captured as a CUDA graph (the default on a GPU) against
+    the same trial eager (cuda_graphs=False): ms per step, interleaved, medians; speedup = eager / graph."""
+    from bench.datapath import CONFIG, epoch_seconds
+    from hpo.trainable import RunSettings, Trial
+
+    settings = RunSettings("fashion_mnist", "lenet5", 1, data_dir or fashion_data_dir(), max_train, 1000)
+    results = {}
+    for bs in batch_sizes:
+        trials = {mode: Trial({**CONFIG, "batch_size": bs, "cuda_graphs": mode == "graph"}, settings, device="cuda")
+                  for mode in ("eager", "graph")}
+        assert trials["graph"].step_mode == "cuda_graph", trials["graph"].step_mode
+        steps = -(-len(trials["eager"].data.train) // bs)
+        times = {mode: [] for mode in trials}
+        for i in range(repeats + 1):  # the first round warms up (and captures the graph)
+            for mode, t in trials.items():
+                seconds = epoch_seconds(t, t.device)
+                if i:
+                    times[mode].append(seconds / steps * 1e3)
+        eager, graph = median(times["eager"]), median(times["graph"])
+        results[str(bs)] = {"eager_step_ms": eager, "graph_step_ms": graph, "speedup": eager / graph}
+    results["gpu_step_speedup"] = results[str(batch_sizes[0])]["speedup"]
+    results["step_ms_batch64"] = results.get("64", {}).get("graph_step_ms")
+    return results
+
+
 def dispatch(batch_size: int = 64, steps: int = 300) -> dict:
     """Where a small model's step goes on a GPU: steps/s of the bare training step on one fixed batch
     (no data path at all) against the trainable's epoch loop, and the top operators by host time."""
@@ -156,7 +183,7 @@ def dispatch(batch_size: int = 64, steps: int = 300) -> dict:
     from bench.datapath import CONFIG, epoch_seconds
     from hpo.trainable import RunSettings, Trial
 
-    trial = Trial({**CONFIG, "batch_size": batch_size}, RunSettings("fashion_mnist", "lenet5", 1,
+    trial = Trial({**CONFIG, "batch_size": batch_size, "cuda_graphs": False}, RunSettings("fashion_mnist", "lenet5", 1,
                   fashion_data_dir(), None, 1000), device="cuda")
     x, y = trial.data.train.images[:batch_size], trial.data.train.labels[:batch_size]
     model, opt = trial.model, trial.optimizer

@@ -58,14 +58,14 @@ def latest(trial_dir) -> Path | None:
 
 def load_model(checkpoint_dir):
     """The model of a checkpoint (eval mode, CPU) and its full config (with dataset, model, data_dir)."""
-    from hpo.data import DATASETS
+    from hpo.data import dataset_info
     from hpo.models import build_model
     from hpo.trainable import RunSettings, trial_options
 
     state = load_state(checkpoint_dir)
     settings = RunSettings(**state["settings"])
     keys, model_options = trial_options(state["config"])
-    info = DATASETS[settings.dataset]
+    info = dataset_info(settings.dataset, settings.data_dir, read=False)  # shape and classes
     model_name = keys["model"] or settings.model
     model = build_model(model_name, in_channels=info.channels, num_classes=info.num_classes,
                         image_size=keys["resize"] or info.size, **model_options)

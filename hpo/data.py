@@ -9,6 +9,8 @@ whole batches on the device (the style of KellerJordan/cifar10-airbench).
 
 Files are looked up in: `data_dir`, `$HPO_DATA_DIR`, `./data`,
 `/usr/share/datasets/<name>` (Debian), then downloaded with torchvision.
+The other forms of a dataset name ("torchvision:NAME", "folder:PATH", "npz:PATH") are read by
+hpo.sources; `dataset_info` and `load_raw` serve every form.
 """
 
 from __future__ import annotations
@@ -70,8 +72,43 @@ PERMUTATION_SEED = 1
 
 def _check_name(name: str) -> DatasetInfo:
     if name not in DATASETS:
-        raise HpoError(f"Unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}.")
+        check_dataset(name)  # the allowed forms, for an unknown name
+        raise HpoError(f"{name!r} is not a built-in dataset.")
     return DATASETS[name]
+
+
+def check_dataset(name) -> str:
+    """The canonical form of a dataset name (a built-in name, "torchvision:NAME", or "folder:PATH" /
+    "npz:PATH" with PATH made absolute: trials run in other working directories); an HpoError that
+    names what is wrong and lists the allowed forms otherwise. Reads no data."""
+    from hpo import sources
+
+    if isinstance(name, str) and name in DATASETS:
+        return name
+    return sources.parse(name, DATASETS).name
+
+
+def dataset_info(name: str, data_dir=None, *, read: bool = True) -> DatasetInfo:
+    """What a trial, the checks and the figures need to know about a dataset, for every form:
+    built-ins from DATASETS; "torchvision:NAME" read (downloaded and converted when needed: see
+    hpo.sources), or with read=False its shape and classes only (mean and std empty); "folder:PATH" and
+    "npz:PATH" read (and a folder decoded once) in either case."""
+    from hpo import sources
+
+    name = check_dataset(name)
+    if name in DATASETS:
+        return DATASETS[name]
+    source = sources.parse(name)
+    if source.kind == "torchvision" and not read:
+        return sources.static_info(source)
+    return _load_source(name, data_dir).info
+
+
+def _load_source(name: str, data_dir):
+    from hpo import sources
+
+    roots = tuple(str(r.resolve()) for r in _roots(data_dir)) if name.startswith(sources.TORCHVISION) else ()
+    return sources.load(name, roots)
 
 
 # ---------------------------------------------------------------- file readers
@@ -113,17 +150,25 @@ class _NumpyUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
 
 
-def read_cifar_batch(path) -> tuple[torch.Tensor, torch.Tensor]:
-    """Read one CIFAR-10 python batch: (uint8 [N,3,32,32], int64 [N])."""
+def unpickle_arrays(path, kind: str = "CIFAR python batch"):
+    """A pickle of numpy arrays, lists, bytes and numbers (CIFAR's files), refusing anything else."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
-            batch = _NumpyUnpickler(f, encoding="bytes").load()
+            return _NumpyUnpickler(f, encoding="bytes").load()
     except Exception as e:  # pickle raises many types (EOFError, UnpicklingError, ValueError...)
-        raise HpoError(f"{path} is not a CIFAR-10 python batch ({type(e).__name__}: {e}).") from None
-    if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
-        raise HpoError(f"{path} is not a CIFAR-10 python batch: expected a dict with b'data' and b'labels'.")
-    data, labels = np.asarray(batch[b"data"]), np.asarray(batch[b"labels"])
+        raise HpoError(f"{path} is not a {kind} ({type(e).__name__}: {e}).") from None
+
+
+def read_cifar_batch(path, labels_key: bytes = b"labels") -> tuple[torch.Tensor, torch.Tensor]:
+    """Read one CIFAR-10 python batch (or CIFAR-100's train/test, labels_key=b"fine_labels"):
+    (uint8 [N,3,32,32], int64 [N])."""
+    path = Path(path)
+    kind = "CIFAR-10 python batch" if labels_key == b"labels" else "CIFAR-100 python file"
+    batch = unpickle_arrays(path, kind)
+    if not isinstance(batch, dict) or b"data" not in batch or labels_key not in batch:
+        raise HpoError(f"{path} is not a {kind}: expected a dict with b'data' and {labels_key!r}.")
+    data, labels = np.asarray(batch[b"data"]), np.asarray(batch[labels_key])
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or labels.shape != data.shape[:1]:
         raise HpoError(
             f"{path}: expected uint8 data of shape [N, 3072] and N labels, "
@@ -184,7 +229,10 @@ def _download(name: str, root: Path) -> None:
 
 
 def locate(name: str, data_dir=None) -> Path:
-    """The folder holding `name`'s files, downloading them as the last resort."""
+    """The folder holding `name`'s files, downloading them as the last resort (for a folder:PATH or
+    npz:PATH dataset: that path)."""
+    if check_dataset(name) not in DATASETS:
+        return _load_source(check_dataset(name), data_dir).folder
     _check_name(name)
     roots = _roots(data_dir)
     folders = [f for r in roots for f in _folders(name, r)] + [DEBIAN_DIR / name.replace("_", "-")]
@@ -244,6 +292,9 @@ def load_raw(name: str, split: str, data_dir=None) -> tuple[torch.Tensor, torch.
     """(uint8 [N,C,H,W], int64 [N]) on CPU; read once per process (do not modify in place)."""
     if split not in _IDX_FILES:
         raise HpoError(f"Unknown split {split!r}; choose 'train' or 'test'.")
+    if check_dataset(name) not in DATASETS:
+        loaded = _load_source(check_dataset(name), data_dir)
+        return loaded.train if split == "train" else loaded.test
     return _read_split(name, locate(name, data_dir).resolve(), split)
 
 
@@ -339,7 +390,8 @@ def load_data(name: str, *, data_dir=None, val_fraction: float = 1 / 6, device="
               max_train: int | None = None, max_eval: int | None = None, normalize="dataset") -> Data:
     """Train/val split of the training set (fixed seed: the same for every trial), plus the test set.
     `normalize`: see `normalization`."""
-    info = _check_name(name)
+    info = dataset_info(name, data_dir)
+    name = info.name  # canonical: folder:/npz: paths absolute
     normalization(info, normalize)  # a bad value fails before any file is read
     if not 0 < val_fraction < 1:
         raise HpoError(f"val_fraction must lie strictly between 0 and 1, got {val_fraction}.")

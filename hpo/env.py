@@ -24,6 +24,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # Workers use the Python of the node that runs them instead: this environment, or the one
 # `uv run ray start` runs in on a cluster node (README, "Run on a cluster").
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+# Ray Tune's console output (its "Configuration for experiment" box, a TensorBoard hint into Ray's
+# temporary folder, status tables): hpo.progress shows the study instead. Ray's older output path, which
+# RunConfig(verbose=0) silences, is the one this selects.
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 # Ray Tune warns when saving the experiment state takes long; on a shared 2-core machine it often does.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 

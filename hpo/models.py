@@ -1,4 +1,5 @@
-"""Architecture registry: every network of the five write-ups, plus "torchvision:NAME".
+"""Architecture registry: every network of the five write-ups, plus "torchvision:NAME", plus models of
+your own (a callable, or an import path "package.module:Name": see "your own models" below).
 
 A model is built by a plain function `builder(in_channels, num_classes, image_size, *, options...)`;
 its keyword options and their defaults are the model's tunable knobs (see `model_options`), and the
@@ -9,8 +10,12 @@ log_softmax + NLL equals the cross_entropy the trainable uses.
 from __future__ import annotations
 
 import difflib
+import importlib
 import inspect
+import os
+import sys
 from collections import OrderedDict
+from pathlib import Path
 from typing import Callable
 
 from torch import nn
@@ -291,10 +296,198 @@ def _torchvision_names() -> list[str]:
     return torchvision.models.list_models(module=torchvision.models)  # classification models only
 
 
-def check_model_name(name: str) -> None:
-    """HpoError for a name that is neither in MODELS nor "torchvision:NAME" of a torchvision classifier."""
+# --------------------------------------------------------------------------- your own models
+#
+# A study's model (or a `model` space value) may also be a callable, a class or a factory,
+# `MyNet(in_channels, num_classes, image_size, *, option=default, ...)` returning an nn.Module that
+# gives logits, or the import path of one, "package.module:Name". A callable that can be imported by
+# name becomes that import path (a string, like the built-in names); one that cannot (a class defined in
+# the study file, which runpy runs as a module that cannot be imported) becomes a ModelRef, which carries
+# it by value to Ray's workers and into every checkpoint (cloudpickle), and reads as "studies/x.py:MyNet".
+
+INPUTS = ("in_channels", "num_classes", "image_size")
+SIGNATURE = "NAME(in_channels, num_classes, image_size, *, option=default, ...)"
+
+
+def _cloudpickle():
+    from ray import cloudpickle  # Ray's own copy: the version Ray pickles trials with
+
+    return cloudpickle
+
+
+class ModelRef:
+    """A model callable that cannot be imported by name, with a readable, stable label
+    ("studies/x.py:MyNet": no memory address, so study.json and --resume compare it as text). It pickles
+    the callable by value (cloudpickle), so it reaches Ray's workers and checkpoints load it back."""
+
+    __slots__ = ("fn", "label", "_pickled")
+
+    def __init__(self, fn: Callable[..., nn.Module], label: str):
+        self.fn, self.label, self._pickled = fn, label, None
+
+    def __call__(self, *args, **kwargs):
+        return self.fn(*args, **kwargs)
+
+    def __str__(self) -> str:
+        return self.label
+
+    __repr__ = __str__
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, ModelRef) and other.label == self.label
+
+    def __hash__(self) -> int:
+        return hash(("ModelRef", self.label))
+
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return self  # immutable: Ray's configs and dataclasses.asdict copy it every epoch
+
+    def __reduce__(self):
+        if self._pickled is None:
+            self._pickled = _cloudpickle().dumps(self.fn)
+        return _unpickle_model_ref, (self.label, self._pickled)
+
+
+def _unpickle_model_ref(label: str, data: bytes) -> ModelRef:
+    return ModelRef(_cloudpickle().loads(data), label)
+
+
+def _source_file(fn) -> str | None:
+    """The file a function or class was defined in (a class: the file of one of its methods, else the
+    module-level frame that holds it, i.e. the study file being run)."""
+    code = getattr(fn, "__code__", None)
+    if code is None and isinstance(fn, type):
+        for attr in vars(fn).values():
+            code = getattr(getattr(attr, "__func__", attr), "__code__", None)
+            if code is not None:
+                break
+    if code is not None:
+        return code.co_filename
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_globals.get(getattr(fn, "__name__", None)) is fn:
+            return frame.f_code.co_filename
+        frame = frame.f_back
+    return None
+
+
+def _import_path(fn) -> str | None:
+    """"module:qualname" when importing it gives this very object (so any process can)."""
+    module, qualname = getattr(fn, "__module__", None), getattr(fn, "__qualname__", None)
+    # runpy runs a study file as the module "<run_path>", which no other process can import
+    if not module or not qualname or "<" in module + qualname or module == "__main__" or module not in sys.modules:
+        return None
+    obj = sys.modules[module]
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
+    return f"{module}:{qualname}" if obj is fn else None
+
+
+def as_model(value):
+    """What a study's model= (or a `model` space value) is run as: names and import paths stay strings;
+    a built-in builder becomes its name; a callable importable by name its "module:Name" path; any other
+    callable a ModelRef labelled "<its file, relative to the working directory>:<its name>"."""
+    if isinstance(value, (str, ModelRef)) or not callable(value):
+        return value
+    for name, builder in MODELS.items():
+        if builder is value:
+            return name
+    path = _import_path(value)
+    if path:
+        return path
+    qualname = getattr(value, "__qualname__", None) or type(value).__name__
+    file = _source_file(value)
+    if file and os.path.isabs(file):
+        try:
+            file = str(Path(file).relative_to(Path.cwd()))
+        except ValueError:
+            pass
+    file = os.path.normpath(file) if file else getattr(value, "__module__", "?")
+    line = getattr(getattr(value, "__code__", None), "co_firstlineno", None)
+    if "<" in qualname and line:  # a lambda or a nested function: its line tells two apart
+        qualname += f"@{line}"
+    return ModelRef(value, f"{file}:{qualname}")
+
+
+def _label(name) -> str:
+    return str(as_model(name))
+
+
+def _is_import_path(name: str) -> bool:
+    return ":" in name and not name.startswith(TORCHVISION)
+
+
+def _import(path: str):
+    """The callable an import path "package.module:Name" names, or an HpoError saying why not."""
+    module, _, qualname = path.partition(":")
+    if not all(p.isidentifier() for p in module.split(".")) or not all(p.isidentifier() for p in qualname.split(".")):
+        raise HpoError(f"model {path!r} is not an import path: write \"package.module:Name\" (for a class in a "
+                       "file, define or import it in the study file and pass the class itself: model=MyNet).")
+    try:
+        obj = importlib.import_module(module)
+    except Exception as e:
+        raise HpoError(f"model {path!r}: module {module!r} does not import ({type(e).__name__}: "
+                       f"{' '.join(str(e).split())}). It must be importable where the study runs: from the project "
+                       "folder, or on $PYTHONPATH.") from None
+    for part in qualname.split("."):
+        if not hasattr(obj, part):
+            names = sorted(n for n, v in vars(sys.modules[module]).items() if callable(v) and not n.startswith("_"))
+            raise HpoError(f"model {path!r}: module {module!r} has no {qualname!r}. It has: "
+                           f"{', '.join(names) or 'nothing callable'}.")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise HpoError(f"model {path!r} is a {type(obj).__name__}, not a class or function that builds a model.")
+    return obj
+
+
+def _callable(name):
+    """The user's callable behind a model value (an import path, a ModelRef or a callable), else None."""
+    if isinstance(name, ModelRef):
+        return name.fn
+    if isinstance(name, str):
+        return _import(name) if _is_import_path(name) else None
+    return name if callable(name) else None
+
+
+def _signature_options(fn, label: str) -> dict[str, object]:
+    """The options (keyword parameters with defaults, besides the three inputs) of a model callable; an
+    HpoError when it cannot be called as SIGNATURE."""
+    def fail(problem):
+        return HpoError(f"model {label!r} cannot be a model: it must be callable as {SIGNATURE.replace('NAME', label.rpartition(':')[2])} "
+                        f"and return a torch.nn.Module that gives logits [batch, num_classes]; {problem}.")
+
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError) as e:
+        raise fail(f"its signature cannot be read ({e})") from None
+    kinds = inspect.Parameter
+    var_keyword = any(p.kind is kinds.VAR_KEYWORD for p in params.values())
+    missing = [n for n in INPUTS if (n not in params and not var_keyword)
+               or (n in params and params[n].kind in (kinds.POSITIONAL_ONLY, kinds.VAR_POSITIONAL))]
+    if missing:
+        raise fail(f"it takes no {' or '.join(missing)} (it takes: {', '.join(params) or 'nothing'})")
+    required = [n for n, p in params.items() if n not in INPUTS and p.default is p.empty
+                and p.kind not in (kinds.VAR_POSITIONAL, kinds.VAR_KEYWORD)]
+    if required:
+        raise fail(f"{', '.join(required)} {'has' if len(required) == 1 else 'have'} no default (every option "
+                   "needs one: the space sets options, the defaults fill the rest)")
+    return {n: p.default for n, p in params.items() if n not in INPUTS
+            and p.kind in (kinds.POSITIONAL_OR_KEYWORD, kinds.KEYWORD_ONLY)}
+
+
+def check_model_name(name) -> None:
+    """HpoError for a model that is neither in MODELS, "torchvision:NAME" of a torchvision classifier, an
+    import path "package.module:Name" nor a callable, or whose callable has the wrong signature."""
+    fn = _callable(name)
+    if fn is not None:
+        _signature_options(fn, _label(name))
+        return
     if not isinstance(name, str):
-        raise HpoError(f"model={name!r} is not a model name: use one of {', '.join(MODELS)} or \"torchvision:NAME\".")
+        raise HpoError(f"model={name!r} is not a model: use one of {', '.join(MODELS)}, \"torchvision:NAME\", "
+                       f"\"package.module:Name\" or a class or function {SIGNATURE}.")
     if name.startswith(TORCHVISION):
         tv = name[len(TORCHVISION):]
         names = _torchvision_names()
@@ -308,31 +501,88 @@ def check_model_name(name: str) -> None:
         close = difflib.get_close_matches(name, MODELS, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise HpoError(f"unknown model {name!r}.{hint} Models: {', '.join(MODELS)}, "
-                       f"or \"torchvision:NAME\" for a torchvision classifier (e.g. \"torchvision:resnet18\").")
+                       f"or \"torchvision:NAME\" for a torchvision classifier (e.g. \"torchvision:resnet18\"), "
+                       f"\"package.module:Name\" or a class or function of your own (README, \"The study file\").")
 
 
-def model_options(name: str) -> dict[str, object]:
+def model_options(name) -> dict[str, object]:
     """The keyword options a model accepts, with their defaults ({} for torchvision models)."""
     check_model_name(name)
+    fn = _callable(name)
+    if fn is not None:
+        return _signature_options(fn, _label(name))
     if name.startswith(TORCHVISION):
         return {}
     params = inspect.signature(MODELS[name]).parameters.values()
     return {p.name: p.default for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
 
 
-def build_model(name: str, *, in_channels: int, num_classes: int, image_size: int, **options) -> nn.Module:
-    """Build model `name` for in_channels x image_size x image_size inputs; returns logits [B, num_classes]."""
+def build_model(name, *, in_channels: int, num_classes: int, image_size: int, **options) -> nn.Module:
+    """Build model `name` (a name, an import path, a ModelRef or a callable) for in_channels x image_size x
+    image_size inputs; returns logits [B, num_classes]."""
     known = model_options(name)
     unknown = sorted(set(options) - set(known))
+    label = _label(name)
     if unknown:
         listed = ", ".join(f"{k}={v!r}" for k, v in known.items()) or "none"
-        raise HpoError(f"model {name!r} has no option {', '.join(map(repr, unknown))}: its options are {listed}.")
+        raise HpoError(f"model {label!r} has no option {', '.join(map(repr, unknown))}: its options are {listed}.")
+    fn = _callable(name)
+    if fn is not None:
+        try:
+            model = fn(in_channels=in_channels, num_classes=num_classes, image_size=image_size, **options)
+        except HpoError as e:
+            raise HpoError(f"model {label!r}: {e}") from None
+        if not isinstance(model, nn.Module):
+            raise HpoError(f"model {label!r} returned a {type(model).__name__}, not a torch.nn.Module: it must "
+                           f"build and return the network (as {SIGNATURE.replace('NAME', label.rpartition(':')[2])}).")
+        return model
     if name.startswith(TORCHVISION):
         return _torchvision(name[len(TORCHVISION):], in_channels, num_classes, image_size)
     try:
         return MODELS[name](in_channels, num_classes, image_size, **options)
     except HpoError as e:
         raise HpoError(f"model {name!r}: {e}") from None
+
+
+def check_build(name, *, in_channels: int, num_classes: int, image_size: int, **options) -> None:
+    """Build a model variant on PyTorch's meta device (no memory, no compute), as a study is checked
+    before Ray starts. A model of your own must also take a batch of such images and give logits
+    [batch, num_classes]: one forward pass on the meta device (or, where the model uses an operation the
+    meta device lacks, on two real images on the CPU); its errors become an HpoError naming it."""
+    import torch
+
+    label = _label(name)
+    given = ", ".join(f"{k}={v!r}" for k, v in options.items())
+    where = f"{label}({given})" if given else label
+    with torch.device("meta"):
+        if _callable(name) is None:
+            build_model(name, in_channels=in_channels, num_classes=num_classes, image_size=image_size, **options)
+            return
+        try:
+            model = build_model(name, in_channels=in_channels, num_classes=num_classes, image_size=image_size,
+                                **options)
+        except HpoError:
+            raise
+        except Exception as e:
+            raise HpoError(f"model {where} raised {type(e).__name__}: {' '.join(str(e).split())}") from None
+    shape = (2, in_channels, image_size, image_size)
+    try:
+        with torch.no_grad():
+            out = model.eval()(torch.empty(shape, device="meta"))
+    except Exception:  # an operation without a meta kernel, or a real error: see on the CPU
+        try:
+            model = build_model(name, in_channels=in_channels, num_classes=num_classes, image_size=image_size,
+                                **options)
+            with torch.no_grad():
+                out = model.eval()(torch.zeros(shape))
+        except Exception as e:
+            raise HpoError(f"model {where} fails on a batch of {shape[0]} images of {in_channels}x{image_size}x"
+                           f"{image_size} ({type(e).__name__}: {' '.join(str(e).split())}): make it fit the "
+                           "dataset's images, or set `resize` in the study's space.") from None
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (shape[0], num_classes):
+        got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise HpoError(f"model {where} gives {got} for a batch of {shape[0]} images of {in_channels}x{image_size}x"
+                       f"{image_size}; it must give logits [{shape[0]}, {num_classes}] (one per class).")
 
 
 def _torchvision(tv: str, in_channels: int, num_classes: int, image_size: int) -> nn.Module:

@@ -40,6 +40,7 @@ def _optuna(sampler_name: str):
         from ray.tune.search import Repeater
         from ray.tune.search.optuna import OptunaSearch
 
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # its INFO lines would interleave our status
         sampler = getattr(optuna.samplers, sampler_name)(seed=0)  # seeded: a study is reproducible
         search_alg, num_samples = OptunaSearch(sampler=sampler), study.num_samples
         if study.seeds > 1:  # every sampled configuration is run `seeds` times, seed = repeat index
@@ -83,21 +84,26 @@ SCHEDULERS: dict[str, Choice] = {
 # -- optimizers: build(params, lr, momentum, weight_decay, fused) -> a torch optimizer.
 # `fused`: one kernel for the whole update (None = PyTorch's default, foreach). On a GPU a small
 # model's step is bound by kernel launches, so the trainable fuses there.
-def _torch_optimizer(name: str, momentum: bool, fused: bool):
-    def build(params, lr, momentum_value, weight_decay, fused_value=None):
+# `capturable`: safe to capture in a CUDA graph (a tensor learning rate on the device, no host sync in the
+# step); SGD has no such flag: its fused step is capturable as it is.
+def _torch_optimizer(name: str, momentum: bool, fused: bool, capturable: bool):
+    def build(params, lr, momentum_value, weight_decay, fused_value=None, capturable_value=False):
         import torch
         kwargs = {"lr": lr, "weight_decay": weight_decay}
         if momentum:
             kwargs["momentum"] = momentum_value
         if fused:
             kwargs["fused"] = fused_value
+        if capturable and capturable_value:
+            kwargs["capturable"] = True
         return getattr(torch.optim, name)(params, **kwargs)
     return build
 
 
 OPTIMIZERS: dict[str, Choice] = {
-    "sgd": Choice("SGD (with momentum)", _torch_optimizer("SGD", momentum=True, fused=True)),
-    "adam": Choice("Adam", _torch_optimizer("Adam", momentum=False, fused=True)),
-    "adamw": Choice("AdamW", _torch_optimizer("AdamW", momentum=False, fused=True)),
-    "rmsprop": Choice("RMSprop (with momentum)", _torch_optimizer("RMSprop", momentum=True, fused=False)),
+    "sgd": Choice("SGD (with momentum)", _torch_optimizer("SGD", momentum=True, fused=True, capturable=False)),
+    "adam": Choice("Adam", _torch_optimizer("Adam", momentum=False, fused=True, capturable=True)),
+    "adamw": Choice("AdamW", _torch_optimizer("AdamW", momentum=False, fused=True, capturable=True)),
+    "rmsprop": Choice("RMSprop (with momentum)",
+                      _torch_optimizer("RMSprop", momentum=True, fused=False, capturable=True)),
 }

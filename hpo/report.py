@@ -95,16 +95,14 @@ def outcome(trial, epochs: dict[int, dict], study: Study) -> str:
 class ReportWriter(tune.Callback):
     """Keeps the report of one study current while Ray Tune runs it."""
 
-    def __init__(self, study: Study, study_dir: Path, experiment_path: str, meta: dict, quiet: bool = False,
+    def __init__(self, study: Study, study_dir: Path, experiment_path: str, meta: dict,
                  mirror: str | None = None):
         """`mirror`: a URI the report is copied to after every write (--storage s3://...)."""
         self.study, self.study_dir, self.experiment_path = study, Path(study_dir), experiment_path
         self.mirror = mirror
         self.meta = {**meta, "started": meta.get("started") or now(), "ended": None}
-        self.quiet = quiet
         self.history: dict[str, dict[int, dict]] = {}
         self.trials: list = []
-        self.best: float | None = None
         self.last_write = 0.0
         self.times: dict[str, list] = {}  # trial id -> [started, ended] (Unix time; ended None while running)
         self.start_time = time.time()
@@ -134,17 +132,6 @@ class ReportWriter(tune.Callback):
         if "error" in result:
             return  # a failure record (e.g. out of memory), not an epoch
         self.history.setdefault(trial.trial_id, {})[int(result["epoch"])] = dict(result)
-        value = result.get(self.study.metric)
-        if value is not None and math.isfinite(value):
-            better = max if self.study.mode == "max" else min
-            self.best = value if self.best is None else better(self.best, value)
-        if not self.quiet:
-            done = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
-            metric = self.study.metric
-            total = max(len(trials), self.study.num_trials())  # Optuna creates trials as it goes
-            print(f"[{done}/{total} trials done] {trial.trial_id} epoch {result['epoch']}/{self.study.epochs}"
-                  f"  {metric} {fmt(value)}  best {fmt(self.best)}  ({result.get('epoch_time_s', 0):.1f} s/epoch)",
-                  flush=True)
         if time.monotonic() - self.last_write > 10:  # so a killed driver still leaves a recent report
             self.write()
 
@@ -156,8 +143,6 @@ class ReportWriter(tune.Callback):
     def on_trial_error(self, iteration, trials, trial, **info):
         self.trials = trials
         self.trial_ended(trial)
-        if not self.quiet:
-            print(f"trial {trial.trial_id} failed: {error_line(trial)}", flush=True)
         self.write()
 
     def on_experiment_end(self, trials, **info):
@@ -256,13 +241,3 @@ class ReportWriter(tune.Callback):
         i = frame[metric].idxmax() if self.study.mode == "max" else frame[metric].idxmin()
         best = frame.loc[i]
         return int(best["epoch"]), best.get("test_acc", math.nan), best.get("test_loss", math.nan)
-
-
-def fmt(value) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "-"
-    return f"{value:.4f}"
-
-
-def command_line() -> str:
-    return " ".join(["python -m hpo.run", *sys.argv[1:]])

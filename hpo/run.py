@@ -51,6 +51,7 @@ class RunOptions:
     max_failures: int = 2
     overrides: tuple[str, ...] = ()  # --set KEY=VALUE
     analysis: bool = True
+    verbose: bool = False  # a line per epoch of every trial instead of the live status
 
     @property
     def cluster_address(self) -> str | None:
@@ -90,11 +91,14 @@ def parse_args(argv=None) -> RunOptions:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a study field or a space key, e.g. --set dataset=fashion_mnist --set epochs=3")
     p.add_argument("--no-analysis", action="store_true", help="skip python -m analysis at the end")
+    p.add_argument("--verbose", action="store_true",
+                   help="print a line per epoch of every trial instead of the live status")
     a = p.parse_args(argv)
     return RunOptions(study_file=a.study, results=a.results, data_dir=a.data_dir, smoke=a.smoke, resume=a.resume,
                       overwrite=a.overwrite, address=a.address, storage=a.storage, gpus_per_trial=a.gpus_per_trial,
                       cpus_per_trial=a.cpus_per_trial, max_concurrent=a.max_concurrent,
-                      max_failures=a.max_failures, overrides=tuple(a.set), analysis=not a.no_analysis)
+                      max_failures=a.max_failures, overrides=tuple(a.set), analysis=not a.no_analysis,
+                      verbose=a.verbose)
 
 
 def load_study(path: str):
@@ -443,14 +447,14 @@ def build_tuner(p: Plan, trainable, callbacks=()):
     return tune.Tuner(trainable, param_space=space, tune_config=tune_config, run_config=run_config)
 
 
-def report_writer(p: Plan, quiet: bool = False):
+def report_writer(p: Plan):
     """The Ray Tune callback that keeps <study_dir>/report current (hpo.report)."""
     from hpo.report import ReportWriter
 
     options = p.options
     meta = {"study_file": options.study_file, "command": options.command(), "smoke": options.smoke,
             "set": list(options.overrides), "data": p.data, "slots": p.slots}
-    return ReportWriter(p.study, p.study_dir, p.experiment_path, meta, quiet=quiet,
+    return ReportWriter(p.study, p.study_dir, p.experiment_path, meta,
                         mirror=f"{p.storage_path}/report" if storage.is_uri(p.storage_path) else None)
 
 
@@ -520,7 +524,8 @@ def execute(p: Plan) -> int:
         print(f"{p.slots} trial slots: {resources['cpu']:g} CPUs and {resources['gpu']:g} GPUs per trial. "
               f"TensorBoard: tensorboard --logdir {p.experiment_path}", flush=True)
         writer = report_writer(p)
-        tuner = build_tuner(p, tune_trainable, [writer])
+        from hpo.progress import ProgressView
+        tuner = build_tuner(p, tune_trainable, [writer, ProgressView(study, verbose=options.verbose)])
         # SIGTERM (SLURM, docker stop, timeout) stops as Ctrl-C does: Ray Tune's SIGINT handler while it
         # runs (a clean stop, state saved), KeyboardInterrupt outside it.
         signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))

@@ -69,8 +69,11 @@ TRAINABLE_KEYS: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
     "permute_pixels": (False, lambda v: isinstance(v, bool), "True or False"),
     "val_fraction": (1 / 6, lambda v: _positive(v) and v < 1, "a number in (0, 1)"),
     "amp": (False, lambda v: isinstance(v, bool), "True or False (mixed precision on a GPU)"),
+    "cuda_graphs": (True, lambda v: isinstance(v, bool),
+                    "True or False (on a GPU, the training step captured once as a CUDA graph and replayed)"),
     "seed": (0, lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "an integer >= 0"),
-    "model": (None, lambda v: isinstance(v, str), "a model name (see hpo.models)"),
+    "model": (None, lambda v: isinstance(v, str) or callable(v),
+              'a model name, "package.module:Name" or a class or function of your own (see hpo.models)'),
     "normalize": ("dataset", lambda v: _normalization_ok(v),
                   '"dataset" (its mean/std), "none" (pixels in [0, 1]) or [mean, std] '
                   '(numbers, or one per channel), e.g. [0.5, 0.5]'),
@@ -145,6 +148,34 @@ def describe(value) -> Any:
     if isinstance(value, sample.Domain):
         return {"sampler": type(value).__name__}
     return value
+
+
+def _plain(value):
+    """JSON-friendly: a model of your own (hpo.models.ModelRef, or a callable) as its label."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if callable(value):
+        from hpo.models import as_model
+        return str(as_model(value))
+    return value
+
+
+def _map_values(value, f):
+    """A space entry with f applied to each value it can take (a constant, grid_search, tune.choice or
+    hpo.variants); other samplers as they are."""
+    sample = _sample()
+    if isinstance(value, dict) and set(value) == {"grid_search"}:
+        return {"grid_search": [f(v) for v in value["grid_search"]]}
+    if isinstance(value, sample.Categorical):
+        return sample.Categorical([f(v) for v in value.categories]).uniform()
+    if isinstance(value, sample.Function) and isinstance(value.func, FromVariant):
+        from ray import tune
+        return tune.sample_from(FromVariant(value.func.key, {n: f(v) for n, v in value.func.values.items()}))
+    if isinstance(value, sample.Domain):
+        return value
+    return f(value)
 
 
 class FromVariant:
@@ -231,9 +262,18 @@ class Study:
         if not isinstance(self.name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.name):
             raise HpoError(f"Study field 'name' must be a folder name of letters, digits, '_', '-', '.' that "
                            f"starts with a letter or digit; got {self.name!r}.")
-        from hpo.data import DATASETS
+        from hpo.data import check_dataset
+        from hpo.models import as_model
 
-        self._check_choice("dataset", self.dataset, list(DATASETS))
+        try:  # folder:/npz: paths made absolute: trials run in other working directories
+            self.dataset = check_dataset(self.dataset)
+        except HpoError as e:
+            raise HpoError(f"Study '{self.name}': field 'dataset': {e}") from None
+        # Your own model: a callable becomes its import path, or a ModelRef (hpo.models) that reads as
+        # "studies/x.py:MyNet" and pickles to Ray's workers and into checkpoints.
+        self.model = as_model(self.model)
+        if isinstance(self.space, dict) and "model" in self.space:
+            self.space = {**self.space, "model": _map_values(self.space["model"], as_model)}
         self._check_choice("search", self.search, SEARCHES)
         self._check_choice("scheduler", self.scheduler, SCHEDULERS)
         self._check_choice("metric", self.metric, METRICS)
@@ -284,10 +324,10 @@ class Study:
         no compute), so a bad option value or an image too small for the model fails now."""
         import torch
 
-        from hpo.data import DATASETS
-        from hpo.models import build_model, model_options
+        from hpo.data import dataset_info
+        from hpo.models import check_build, model_options
 
-        info = DATASETS[self.dataset]
+        info = dataset_info(self.dataset, read=False)  # a torchvision:NAME dataset is not read here
         for model in self.models():
             keys = [k for k in self.space if k in model_options(model) or k == "resize"]
             values = [possible_values(self.space[k]) or _range_ends(self.space[k]) for k in keys]
@@ -295,11 +335,14 @@ class Study:
                 options = dict(zip(keys, combo))
                 size = options.pop("resize", None) or info.size
                 try:
-                    with torch.device("meta"):
-                        build_model(model, in_channels=info.channels, num_classes=info.num_classes,
-                                    image_size=size, **options)
+                    check_build(model, in_channels=info.channels, num_classes=info.num_classes,
+                                image_size=size, **options)
                 except HpoError as e:
                     raise HpoError(f"Study '{self.name}' ({self.dataset}, {size}x{size} images): {e}") from None
+                except Exception as e:  # a value the model's own checks let through (e.g. 1.8e8 feature maps)
+                    raise HpoError(f"Study '{self.name}': model {model!r} cannot be built with {options} on "
+                                   f"{size}x{size} images: {type(e).__name__}: {' '.join(str(e).split())[:300]}") \
+                        from None
 
     def _check_sampled_functions(self) -> None:
         """tune.sample_from values are only known once Ray Tune resolves a config: resolve a few
@@ -333,12 +376,12 @@ class Study:
                            f"({', '.join(known)}); got {unknown[0] if unknown else None!r}.{suggest(unknown[0], known) if unknown and unknown[0] else ''}")
 
     def _check_normalization(self) -> None:
-        from hpo.data import DATASETS, normalization
+        from hpo.data import dataset_info, normalization
 
         for v in possible_values(self.space.get("normalize", "dataset")) or []:
             if _normalization_ok(v):
                 try:
-                    normalization(DATASETS[self.dataset], v)
+                    normalization(dataset_info(self.dataset, read=False), v)
                 except HpoError as e:
                     raise HpoError(f"Study '{self.name}': space key 'normalize': {e}") from None
 
@@ -386,7 +429,8 @@ class Study:
 
     def to_json(self) -> dict:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        data["space"] = {k: describe(v) for k, v in self.space.items()}
+        data["model"] = _plain(self.model)  # your own model by its label, e.g. "studies/x.py:MyNet"
+        data["space"] = {k: _plain(describe(v)) for k, v in self.space.items()}
         return data
 
     def smoke(self) -> "Study":

@@ -205,7 +205,7 @@ def test_a_trial_that_raises_is_recorded_with_its_message(tmp_path):
 
     study = Study(name="raising", dataset="mnist", model="lenet5", space={"lr": tune.grid_search([0.01, 0.1])},
                   epochs=1)
-    writer = ReportWriter(study, tmp_path / "raising", str(tmp_path / "raising" / "experiment"), {}, quiet=True)
+    writer = ReportWriter(study, tmp_path / "raising", str(tmp_path / "raising" / "experiment"), {})
     ray.init(num_cpus=1, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
     try:
         tune.Tuner(trainable, param_space=study.space,

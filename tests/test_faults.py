@@ -278,7 +278,7 @@ def test_a_deterministic_error_fails_the_trial_after_one_retry_not_max_failures(
     images = fake_mnist_dir / "mnist" / "train-images-idx3-ubyte.gz"
     images.write_bytes(images.read_bytes()[:100])  # cut short
     study = Study(name="same_error", dataset="mnist", model="mnist_cnn", epochs=2)
-    writer = ReportWriter(study, tmp_path / "same_error", str(tmp_path / "same_error" / "experiment"), {}, quiet=True)
+    writer = ReportWriter(study, tmp_path / "same_error", str(tmp_path / "same_error" / "experiment"), {})
     settings = RunSettings("mnist", "mnist_cnn", 2, str(fake_mnist_dir))
     ray.init(num_cpus=1, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
     try:

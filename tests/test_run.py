@@ -48,7 +48,7 @@ def test_grid_study_with_seeds_gives_every_trial_and_epoch(tmp_path, fake_mnist_
                       epochs=2, seeds=2)
     """)
     out = hpo_run(study, "--results", tmp_path / "results", "--data-dir", fake_mnist_dir, "--no-analysis",
-                  "--max-concurrent", 1)
+                  "--max-concurrent", 1, "--verbose")
     trials, epochs, meta = report(tmp_path / "results", "grid")
     # --max-concurrent 1 holds for a grid too: each trial's progress lines form one block, never interleaved
     blocks = [t for t, _ in itertools.groupby(re.findall(r"\] (\S+) epoch \d", out.stdout))]
@@ -183,3 +183,20 @@ def test_time_budget_ends_the_study_and_says_what_did_not_finish(tmp_path, fake_
     assert "completed" not in set(trials["outcome"]) and len(epochs) > 0
     assert "interrupted" in set(trials["outcome"]) and set(trials["outcome"]) <= {"interrupted", "pending"}
     assert "time budget ran out" in out, out
+
+
+def test_a_searcher_fills_every_trial_slot(tmp_path, fake_mnist_dir):
+    """Optuna gets as many trials in flight as fit (Ray Tune alone would give it one pending trial at a
+    time); the report records when each ran, the slots and their utilisation."""
+    study = write_study(tmp_path, """
+        study = Study(name="slots", dataset="mnist", model="mnist_cnn",
+                      space={"lr": tune.loguniform(1e-3, 1e-1)}, epochs=3, search="optuna", num_samples=4)
+    """)
+    out = hpo_run(study, "--results", tmp_path / "results", "--data-dir", fake_mnist_dir, "--no-analysis",
+                  "--cpus-per-trial", 0.5)
+    trials, _, meta = report(tmp_path / "results", "slots")
+    assert "4 trial slots" in out.stdout and meta["slots"] == 4 and 0 < meta["slot_utilisation"] <= 1
+    spans = sorted(zip(trials["started_s"], trials["ended_s"]))
+    assert all(start < end for start, end in spans)
+    in_flight = max(sum(s <= t < e for s, e in spans) for t, _ in spans)
+    assert in_flight >= 3, spans  # with one pending trial at a time the trials ran one after another

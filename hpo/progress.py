@@ -1,0 +1,143 @@
+"""What a running study shows: a compact live status, or one line per epoch with --verbose.
+
+On a terminal the status is redrawn in place (rich's Live display); where the output is not a terminal
+(`ray job logs`, CI, a file) it is a plain summary line at most every `interval_s` seconds and whenever
+a trial ends. A Ray Tune callback in the driver, beside the report writer.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+
+from ray import tune
+
+from hpo.study import Study
+
+
+def fmt(value) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return f"{value:.4f}"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "?"
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else \
+        f"{seconds // 60}:{seconds % 60:02d}"
+
+
+class ProgressView(tune.Callback):
+    def __init__(self, study: Study, verbose: bool = False, interval_s: float = 10.0, stream=None,
+                 live: bool | None = None):
+        self.study, self.verbose, self.interval_s = study, verbose, interval_s
+        self.stream = stream or sys.stdout
+        self.live = self.stream.isatty() if live is None else live
+        self.start = time.monotonic()
+        self.last_line = -math.inf
+        self.epochs_done = 0
+        self.best: tuple[float, dict] | None = None  # (value, config)
+        self.latest: dict[str, dict] = {}  # trial id -> its last result
+        self.trials: list = []
+        self.display = None
+
+    # -- Ray Tune's events --------------------------------------------------
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.trials = trials
+        if "error" in result:
+            return
+        self.epochs_done += 1
+        self.latest[trial.trial_id] = result
+        value = result.get(self.study.metric)
+        if value is not None and math.isfinite(value):
+            better = (value > self.best[0]) if self.best and self.study.mode == "max" else \
+                (value < self.best[0]) if self.best else True
+            if better:
+                self.best = (value, {k: v for k, v in trial.config.items() if not k.startswith("__")})
+        if self.verbose:
+            done = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
+            print(f"[{done}/{self.total(trials)} trials done] {trial.trial_id} epoch {result['epoch']}/"
+                  f"{self.study.epochs}  {self.study.metric} {fmt(value)}  best {fmt(self.best and self.best[0])}"
+                  f"  ({result.get('epoch_time_s', 0):.1f} s/epoch)", file=self.stream, flush=True)
+        else:
+            self.show()
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.trials = trials
+        self.show(force=True)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        from hpo.report import error_line
+
+        self.trials = trials
+        message = f"trial {trial.trial_id} failed: {error_line(trial)}"
+        if self.display is not None:
+            self.display.console.print(message)
+        else:
+            print(message, file=self.stream, flush=True)
+        self.show(force=True)
+
+    def on_experiment_end(self, trials, **info):
+        self.trials = trials
+        if self.display is not None:
+            self.display.update(self.render())
+            self.display.stop()
+            self.display = None
+        elif not self.verbose:
+            self.show(force=True)
+
+    # -- what is shown ------------------------------------------------------
+    def total(self, trials) -> int:
+        return max(len(trials), self.study.num_trials())  # searchers create trials as they go
+
+    def counts(self) -> dict[str, int]:
+        trials, rungs = self.trials, self.study.asha_rungs()
+        ended = [t for t in trials if t.status in ("TERMINATED", "ERROR")]
+        failed = sum(t.status == "ERROR" or bool((t.last_result or {}).get("error")) for t in ended)
+        stopped = sum(t.status == "TERMINATED" and (t.last_result or {}).get("epoch") in rungs for t in ended)
+        return {"finished": len(ended) - failed - stopped, "stopped early": stopped, "failed": failed,
+                "running": sum(t.status == "RUNNING" for t in trials),
+                "pending": self.total(trials) - len(ended) - sum(t.status == "RUNNING" for t in trials)}
+
+    def eta_s(self) -> float | None:
+        elapsed = time.monotonic() - self.start
+        if self.study.time_budget_min:
+            return max(0.0, self.study.time_budget_min * 60 - elapsed)
+        planned = self.total(self.trials) * self.study.epochs  # an upper bound: ASHA stops some early
+        return elapsed / self.epochs_done * (planned - self.epochs_done) if self.epochs_done else None
+
+    def summary(self) -> str:
+        counts = " ".join(f"{n} {name}" for name, n in self.counts().items())
+        best = f"best {self.study.metric} {fmt(self.best[0])}" if self.best else "no result yet"
+        return (f"{counts} | {self.epochs_done} epoch{'s' * (self.epochs_done != 1)} | {duration(time.monotonic() - self.start)} elapsed, "
+                f"ETA {duration(self.eta_s())} | {best}")
+
+    def running_lines(self) -> list[str]:
+        lines = []
+        for t in sorted(self.trials, key=lambda t: t.trial_id):
+            if t.status == "RUNNING":
+                last = self.latest.get(t.trial_id, {})
+                lines.append(f"  {t.trial_id}  epoch {last.get('epoch', 0)}/{self.study.epochs}  "
+                             f"{self.study.metric} {fmt(last.get(self.study.metric))}")
+        return lines
+
+    def render(self):
+        from rich.text import Text
+        best = ("  best config: " + ", ".join(f"{k}={v}" for k, v in self.best[1].items())) if self.best else ""
+        return Text("\n".join([self.summary(), *([best] if best else []), *self.running_lines()]))
+
+    def show(self, force: bool = False) -> None:
+        if self.live:
+            if self.display is None:
+                from rich.console import Console
+                from rich.live import Live
+                self.display = Live(self.render(), console=Console(file=self.stream), auto_refresh=False,
+                                    transient=False)
+                self.display.start()
+            self.display.update(self.render(), refresh=True)
+        elif force or time.monotonic() - self.last_line >= self.interval_s:
+            self.last_line = time.monotonic()
+            print(self.summary(), file=self.stream, flush=True)

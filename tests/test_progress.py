@@ -1,0 +1,61 @@
+"""The live status (hpo.progress.ProgressView) fed Ray Tune's events by hand: what a terminal, a log file
+and --verbose show."""
+
+from __future__ import annotations
+
+import io
+import re
+from types import SimpleNamespace
+
+from ray import tune
+
+from hpo import Study
+from hpo.progress import ProgressView
+
+STUDY = Study(name="p", dataset="mnist", model="lenet5", space={"lr": tune.grid_search([0.1, 0.01, 0.001])},
+              epochs=2)
+
+
+def trial(trial_id, status="RUNNING", lr=0.1, last=None):
+    return SimpleNamespace(trial_id=trial_id, status=status, config={"lr": lr}, last_result=last,
+                           error_file=None)
+
+
+def result(epoch, acc):
+    return {"epoch": epoch, "val_acc": acc, "epoch_time_s": 0.5}
+
+
+def feed(view):
+    a, b, c = trial("a"), trial("b", lr=0.01), trial("c", status="PENDING", lr=0.001)
+    trials = [a, b, c]
+    view.on_trial_result(0, trials, a, result(1, 0.5))
+    view.on_trial_result(0, trials, b, result(1, 0.7))
+    view.on_trial_result(0, trials, a, result(2, 0.6))
+    a.status, a.last_result = "TERMINATED", result(2, 0.6)
+    view.on_trial_complete(0, trials, a)
+    view.on_experiment_end(trials)
+
+
+def test_log_file_gets_throttled_summary_lines():
+    out = io.StringIO()
+    feed(ProgressView(STUDY, stream=out, live=False, interval_s=3600))
+    lines = out.getvalue().splitlines()
+    # the first result, then one line for the finished trial and one at the end: not one per epoch
+    assert len(lines) == 3, lines
+    assert lines[1].startswith("1 finished 0 stopped early 0 failed 1 running 1 pending | 3 epochs")
+    assert "best val_acc 0.7000" in lines[-1] and "ETA" in lines[-1]
+
+
+def test_verbose_prints_a_line_per_epoch():
+    out = io.StringIO()
+    feed(ProgressView(STUDY, stream=out, verbose=True))
+    epochs = re.findall(r"\] (\w+) epoch (\d)/2", out.getvalue())
+    assert epochs == [("a", "1"), ("b", "1"), ("a", "2")]
+
+
+def test_terminal_status_is_redrawn_with_running_trials_and_best_config():
+    out = io.StringIO()
+    feed(ProgressView(STUDY, stream=out, live=True))
+    text = out.getvalue()
+    assert "best config: lr=0.01" in text and "b  epoch 1/2  val_acc 0.7000" in text
+    assert "1 finished" in text
