@@ -22,8 +22,9 @@ class Choice:
     build: Callable[..., Any]
 
 
-# -- searches: build(study, space, max_concurrent) -> (search_alg, num_samples); may add "seed" to space
-def _variant_generator(study, space: dict, max_concurrent):
+# -- searches: build(study, space, max_concurrent, journal) -> (search_alg, num_samples); may add "seed" to
+# space. `journal`: a file for Optuna's own record of the search (optuna-dashboard reads it).
+def _variant_generator(study, space: dict, max_concurrent, journal=None):
     """Ray's own variant generator: grids, and random samplers drawn num_samples times per grid point."""
     from ray import tune
     from ray.tune.search import BasicVariantGenerator
@@ -35,14 +36,20 @@ def _variant_generator(study, space: dict, max_concurrent):
 
 
 def _optuna(sampler_name: str):
-    def build(study, space: dict, max_concurrent):
+    def build(study, space: dict, max_concurrent, journal=None):
         import optuna
         from ray.tune.search import Repeater
         from ray.tune.search.optuna import OptunaSearch
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # its INFO lines would interleave our status
         sampler = getattr(optuna.samplers, sampler_name)(seed=0)  # seeded: a study is reproducible
-        search_alg, num_samples = OptunaSearch(sampler=sampler), study.num_samples
+        storage = None
+        if journal:
+            from optuna.storages import JournalStorage
+            from optuna.storages.journal import JournalFileBackend
+            storage = JournalStorage(JournalFileBackend(str(journal)))
+        search_alg = OptunaSearch(sampler=sampler, storage=storage, study_name=study.name if journal else None)
+        num_samples = study.num_samples
         if study.seeds > 1:  # every sampled configuration is run `seeds` times, seed = repeat index
             search_alg = Repeater(search_alg, repeat=study.seeds, set_index=True)
             num_samples *= study.seeds
@@ -50,10 +57,10 @@ def _optuna(sampler_name: str):
     return build
 
 
-def _random(study, space: dict, max_concurrent):
+def _random(study, space: dict, max_concurrent, journal=None):
     if has_grid(space):  # random samplers inside a grid: Ray's generator draws them per grid point
         return _variant_generator(study, space, max_concurrent)
-    return _optuna("RandomSampler")(study, space, max_concurrent)
+    return _optuna("RandomSampler")(study, space, max_concurrent, journal)
 
 
 SEARCHES: dict[str, Choice] = {
@@ -106,4 +113,30 @@ OPTIMIZERS: dict[str, Choice] = {
     "adamw": Choice("AdamW", _torch_optimizer("AdamW", momentum=False, fused=True, capturable=True)),
     "rmsprop": Choice("RMSprop (with momentum)",
                       _torch_optimizer("RMSprop", momentum=True, fused=False, capturable=True)),
+}
+
+
+# -- trackers (--log NAME): build(study, study_dir) -> a Ray Tune logger callback. Optional extras:
+# `uv sync --extra NAME` installs what each needs.
+def _mlflow(study, study_dir):
+    import os
+
+    from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+    # A local store inside the study folder unless the user points MLflow elsewhere.
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{study_dir}/mlflow.db"  # MLflow 3: no file store
+    return MLflowLoggerCallback(tracking_uri=uri, experiment_name=study.name, save_artifact=False)
+
+
+def _wandb(study, study_dir):
+    from ray.air.integrations.wandb import WandbLoggerCallback
+
+    # Offline (run folders under the study folder, `wandb sync` uploads them) unless logged in: hpo.run
+    # sets WANDB_MODE before Ray starts, so Ray's logging actor sees it too.
+    return WandbLoggerCallback(project=study.name, dir=str(study_dir))
+
+
+TRACKERS: dict[str, Choice] = {
+    "mlflow": Choice("MLflow (Ray Tune's MLflowLoggerCallback); module mlflow", _mlflow),
+    "wandb": Choice("Weights & Biases (Ray Tune's WandbLoggerCallback); module wandb", _wandb),
 }

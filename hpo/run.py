@@ -52,6 +52,7 @@ class RunOptions:
     overrides: tuple[str, ...] = ()  # --set KEY=VALUE
     analysis: bool = True
     verbose: bool = False  # a line per epoch of every trial instead of the live status
+    trackers: tuple[str, ...] = ()  # --log mlflow / wandb (hpo.registry.TRACKERS)
 
     @property
     def cluster_address(self) -> str | None:
@@ -64,6 +65,7 @@ class RunOptions:
         options += [f"--address {self.address}"] if self.address else []
         options += [f"--data-dir {self.data_dir}"] if self.data_dir else []
         options += [f"--set {s}" for s in self.overrides] + (["--smoke"] if self.smoke else [])
+        options += [f"--log {t}" for t in self.trackers]
         options += ["--resume"] if resume else []
         return " ".join(["python -m hpo.run", self.study_file, *options])
 
@@ -91,6 +93,8 @@ def parse_args(argv=None) -> RunOptions:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a study field or a space key, e.g. --set dataset=fashion_mnist --set epochs=3")
     p.add_argument("--no-analysis", action="store_true", help="skip python -m analysis at the end")
+    p.add_argument("--log", action="append", default=[], metavar="TRACKER",
+                   help="also log every trial to a tracker: mlflow or wandb (optional extras: uv sync --extra NAME)")
     p.add_argument("--verbose", action="store_true",
                    help="print a line per epoch of every trial instead of the live status")
     a = p.parse_args(argv)
@@ -98,7 +102,7 @@ def parse_args(argv=None) -> RunOptions:
                       overwrite=a.overwrite, address=a.address, storage=a.storage, gpus_per_trial=a.gpus_per_trial,
                       cpus_per_trial=a.cpus_per_trial, max_concurrent=a.max_concurrent,
                       max_failures=a.max_failures, overrides=tuple(a.set), analysis=not a.no_analysis,
-                      verbose=a.verbose)
+                      verbose=a.verbose, trackers=tuple(a.log))
 
 
 def load_study(path: str):
@@ -225,6 +229,7 @@ def plan(options: RunOptions) -> Plan:
         flag = "--storage" if options.storage else "--results"
         storage_path = str(root / study.name)
     check_results_root(root, flag)
+    check_trackers(options.trackers)
     if options.data_dir and Path(options.data_dir).exists() and not Path(options.data_dir).is_dir():
         raise HpoError(f"--data-dir {options.data_dir} is a file. Give the folder that holds the datasets "
                        f"(README, \"Data\"), or a new folder to download them into.")
@@ -249,6 +254,36 @@ def plan(options: RunOptions) -> Plan:
         check_splits(study, data["train_images"], settings.max_train)
         check_local_resources(options)
     return Plan(study, options, root / study.name, storage_path, settings, data)
+
+
+def check_trackers(trackers) -> None:
+    """Each --log names a tracker whose optional extra is installed."""
+    import importlib.util
+
+    from hpo.registry import TRACKERS
+    for name in trackers:
+        if name not in TRACKERS:
+            raise HpoError(f"--log {name!r}: unknown tracker; allowed: {', '.join(TRACKERS)}.")
+        if importlib.util.find_spec(name) is None:
+            raise HpoError(f"--log {name}: the {name} package is not installed. It is an optional extra: "
+                           f"uv sync --extra {name} (conda/pip: pip install '{name}').")
+
+
+def tracker_callbacks(p: Plan) -> list:
+    from hpo.registry import TRACKERS
+    if "wandb" in p.options.trackers and not _wandb_logged_in():
+        os.environ.setdefault("WANDB_MODE", "offline")  # before Ray starts: its logging actor reads it
+    return [TRACKERS[name].build(p.study, p.study_dir) for name in p.options.trackers]
+
+
+def _wandb_logged_in() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        import netrc
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
 
 
 class StudyLock:
@@ -416,14 +451,17 @@ def build_tuner(p: Plan, trainable, callbacks=()):
     study, options = p.study, p.options
     trainable = tune.with_resources(tune.with_parameters(trainable, settings=p.settings), trial_resources(options))
     if options.resume:
-        relocate_search_state(p.experiment_path, p.storage_path)
+        relocate_search_state(p)
         tuner = tune.Tuner.restore(p.experiment_path, trainable=trainable, resume_unfinished=True)
         # Tuner.restore brings back the callbacks pickled by the first run, with that run's paths: a moved
         # or copied study would write its report into the old folder. This run's callbacks replace them.
         tuner._local_tuner.get_run_config().callbacks = list(callbacks)
         return tuner
     space = dict(study.space)
-    search_alg, num_samples = SEARCHES[study.search].build(study, space, options.max_concurrent)
+    # Optuna's record of the search beside the report: `optuna-dashboard <study folder>/optuna.journal`.
+    p.study_dir.mkdir(parents=True, exist_ok=True)
+    search_alg, num_samples = SEARCHES[study.search].build(study, space, options.max_concurrent,
+                                                           journal=p.study_dir / "optuna.journal")
     # Ray Tune gives a searcher other than its own variant generator ONE pending trial at a time unless
     # max_concurrent_trials is set (tune_controller._get_max_pending_trials): new trials then start one
     # actor start-up apart and most slots stay idle (an H100 with 16 slots ran 1.7-4.3 trials at once).
@@ -458,42 +496,54 @@ def report_writer(p: Plan):
                         mirror=f"{p.storage_path}/report" if storage.is_uri(p.storage_path) else None)
 
 
-def relocate_search_state(experiment_path: str, storage_path: str) -> None:
-    """A moved or copied study: Ray Tune moves the trials it restores to the new folder, but its search
-    state (e.g. basic-variant-state-*.json) keeps the original experiment's storage, so trials the
-    searcher creates after the resume would write their checkpoints into the ORIGINAL folder (seen with
-    Ray 2.60). Point every storage in those files at this run's folder before Ray reads them."""
-    if storage.is_uri(experiment_path):
+def relocate_search_state(p: Plan) -> None:
+    """A moved or copied study: Ray Tune moves the trials it restores to the new folder, but the search
+    state it pickled (basic-variant-state-*.json, searcher-state-*.pkl...) keeps the original paths: the
+    experiment's storage, so trials the searcher creates after the resume would write their checkpoints
+    into the ORIGINAL folder (seen with Ray 2.60), and Optuna's journal file. Point them at this run's
+    folder before Ray reads them."""
+    if storage.is_uri(p.experiment_path):
+        return
+    earlier = json.loads(storage.read_text(f"{p.storage_path}/report/study.json") or "{}")
+    old = str(earlier.get("experiment_path", ""))[:-len("/experiment")]
+    if not old or old == p.storage_path:
         return
     import ray.cloudpickle as cloudpickle
     from ray.train._internal.storage import StorageContext
 
-    def contexts(obj, seen, depth=0):
-        if id(obj) in seen or depth > 10:
-            return
+    def relocate(obj, seen, depth=0) -> bool:
+        """Rewrites paths under the old folder in place; whether it changed any."""
+        if id(obj) in seen or depth > 12:
+            return False
         seen.add(id(obj))
-        if isinstance(obj, StorageContext):
-            yield obj
-        elif isinstance(obj, dict):
-            for value in obj.values():
-                yield from contexts(value, seen, depth + 1)
-        elif isinstance(obj, (list, tuple)):
-            for value in obj:
-                yield from contexts(value, seen, depth + 1)
-        elif hasattr(obj, "__dict__"):
-            yield from contexts(vars(obj), seen, depth + 1)
+        if isinstance(obj, StorageContext) and obj.storage_fs_path == old:
+            obj.storage_fs_path = p.storage_path
+            return True
+        items = (obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list)
+                 else vars(obj).items() if hasattr(obj, "__dict__") and not isinstance(obj, type) else ())
+        changed = False
+        for key, value in list(items):
+            if isinstance(value, str) and (value == old or value.startswith(old + "/")):
+                new = p.storage_path + value[len(old):]
+                if isinstance(obj, (dict, list)):
+                    obj[key] = new
+                else:
+                    setattr(obj, key, new)
+                changed = True
+            elif isinstance(value, (dict, list, tuple)) or hasattr(value, "__dict__"):
+                changed |= relocate(value, seen, depth + 1)
+        if isinstance(obj, tuple):
+            changed |= any([relocate(v, seen, depth + 1) for v in obj])
+        return changed
 
-    for path in Path(experiment_path).glob("*-state-*.json"):
+    for path in Path(p.experiment_path).glob("*-state-*"):
         if path.name.startswith("experiment_state-"):
             continue  # Ray's JSON record of the trials: Ray relocates those itself
         try:
             state = cloudpickle.loads(path.read_bytes())
         except Exception:
-            continue  # not a pickled searcher state
-        stale = [c for c in contexts(state, set()) if c.storage_fs_path != storage_path]
-        for context in stale:
-            context.storage_fs_path = storage_path
-        if stale:
+            continue  # not a pickled search state
+        if relocate(state, set()):
             tmp = path.with_name(f".{path.name}.tmp")
             tmp.write_bytes(cloudpickle.dumps(state))
             os.replace(tmp, path)
@@ -516,6 +566,7 @@ def execute(p: Plan) -> int:
         prepare_study_dir(p)
         print(f"Study {study.name}: {study.num_trials()} trials of at most {study.epochs} epochs "
               f"({study.search} search, {study.scheduler} scheduler) -> {p.study_dir}", flush=True)
+        trackers = tracker_callbacks(p)
         start_ray(options)
         resources = trial_resources(options)
         if options.cluster_address:
@@ -525,7 +576,7 @@ def execute(p: Plan) -> int:
               f"TensorBoard: tensorboard --logdir {p.experiment_path}", flush=True)
         writer = report_writer(p)
         from hpo.progress import ProgressView
-        tuner = build_tuner(p, tune_trainable, [writer, ProgressView(study, verbose=options.verbose)])
+        tuner = build_tuner(p, tune_trainable, [writer, ProgressView(study, verbose=options.verbose), *trackers])
         # SIGTERM (SLURM, docker stop, timeout) stops as Ctrl-C does: Ray Tune's SIGINT handler while it
         # runs (a clean stop, state saved), KeyboardInterrupt outside it.
         signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
