@@ -14,9 +14,12 @@ def main(argv=None) -> int:
         prog="python -m analysis",
         description="Write report.md, report.html, tables.xlsx and figures/*.png into STUDY_DIR/report/.")
     parser.add_argument("study_dir", type=Path, help="a study's results folder, e.g. results/mnist_batchsize")
+    parser.add_argument("--live", action="store_true",
+                        help="a report of a study that is still running: a banner, the page reloads itself, "
+                             "no figures from checkpoints (hpo.run writes one about once a minute)")
     args = parser.parse_args(argv)
     try:
-        analyse(args.study_dir)
+        analyse(args.study_dir, live=args.live)
     except AnalysisError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

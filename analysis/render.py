@@ -167,7 +167,8 @@ document.querySelectorAll('table.sortable th').forEach(th => th.addEventListener
 """
 
 
-def html_page(title: str, sections: list[Section]) -> str:
+def html_page(title: str, sections: list[Section], refresh_s: int | None = None) -> str:
+    """`refresh_s`: the page reloads itself (a live report of a running study)."""
     nav = " ".join(f'<a href="#s{i}">{html.escape(s.title)}</a>' for i, s in enumerate(sections))
     body = [f"<h1>{html.escape(title)}</h1>", f"<nav>{nav}</nav>"]
     for i, s in enumerate(sections):
@@ -177,9 +178,10 @@ def html_page(title: str, sections: list[Section]) -> str:
             body.append(_html_table(t))
             body += [_paragraph(t.note)] if t.note else []
         body += [_figure(path, caption) for path, caption in s.figures]
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">\n'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-            f"<title>{html.escape(title)}</title>\n<style>{CSS}</style></head>\n<body>\n"
+    return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">\n'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+            + (f'<meta http-equiv="refresh" content="{refresh_s}">\n' if refresh_s else "")
+            + f"<title>{html.escape(title)}</title>\n<style>{CSS}</style></head>\n<body>\n"
             + "\n".join(body) + f"\n<script>{JS}</script>\n</body></html>\n")
 
 

@@ -20,8 +20,12 @@ MAX_ROWS = 20  # per-configuration rows shown in the report (tables.xlsx has all
 LOW_UTILISATION = 0.7  # below it, the overview says why trial slots may have stood idle
 
 
-def write_report(data: StudyData, log) -> Path:
-    """Write report.md, tables.xlsx, report.html and figures/*.png; return the report folder."""
+LIVE_REFRESH_S = 60  # a live report's page reloads itself this often (hpo.run rewrites it about as often)
+
+
+def write_report(data: StudyData, log, live: bool = False) -> Path:
+    """Write report.md, tables.xlsx, report.html and figures/*.png; return the report folder.
+    `live`: the study is still running: a banner, a page that reloads itself, no checkpoint figures."""
     out = data.report_dir
     figure_dir = out / "figures"
     figure_dir.mkdir(parents=True, exist_ok=True)
@@ -32,22 +36,35 @@ def write_report(data: StudyData, log) -> Path:
         sections.append(_search_section(data, figure_dir, log))
     configs, pairwise = tables.config_tables(data)
     sections += [_configs_section(data, configs, pairwise), _effects_section(data, configs, figure_dir, log),
-                 _cost_section(data, figure_dir, log), _curves_section(data, figure_dir, log),
-                 _best_trial_section(data, figure_dir, log)]
+                 _cost_section(data, figure_dir, log), _curves_section(data, figure_dir, log)]
+    if not live:  # loading a checkpoint and the data takes seconds: the final report has them
+        sections.append(_best_trial_section(data, figure_dir, log))
     sections.append(_notes_section(data))
     sections.append(_definition_section(data))
     sections = [s for s in sections if s.paragraphs or s.tables or s.figures]
 
     title = f"Study {data.name}"
+    if live:
+        sections.insert(0, Section("Running", [_live_banner(data)], [], []))
     write_text(out / "report.md", markdown(title, sections))
     log(f"wrote {out / 'report.md'}")
     everything = [t for s in sections for t in s.tables] + _raw_tables(data)
     xlsx(out / "tables.xlsx", everything)
     log(f"wrote {out / 'tables.xlsx'}")
-    write_text(out / "report.html", html_page(title, sections))
+    write_text(out / "report.html", html_page(title, sections, refresh_s=LIVE_REFRESH_S if live else None))
     log(f"wrote {out / 'report.html'}")
     log(f"report: {(out / 'report.html').resolve()}")
     return out
+
+
+def _live_banner(data: StudyData) -> str:
+    from datetime import datetime
+
+    finished = int(data.trials["outcome"].isin(["completed", "stopped_early", "diverged", "failed"]).sum()) \
+        if "outcome" in data.trials else 0
+    planned = max(int(data.meta.get("planned_trials") or 0), len(data.trials))
+    return (f"**running: {finished} of {planned} trials finished, updated {datetime.now():%H:%M}.** This page "
+            f"reloads itself every {LIVE_REFRESH_S} s; the final report replaces it when the study ends.")
 
 
 def _draw(data: StudyData, log, draw, *args) -> list[tuple[Path, str]]:

@@ -241,3 +241,39 @@ class ReportWriter(tune.Callback):
         i = frame[metric].idxmax() if self.study.mode == "max" else frame[metric].idxmin()
         best = frame.loc[i]
         return int(best["epoch"]), best.get("test_acc", math.nan), best.get("test_loss", math.nan)
+
+
+class LiveReport(tune.Callback):
+    """While a study runs, `python -m analysis --live` rewrites report.html about every `every_s`
+    seconds in its own process (the trials are not slowed): tables and learning curves so far, a
+    banner, a page that reloads itself. The final analysis replaces it."""
+
+    def __init__(self, study_dir: Path, every_s: float = 60.0):
+        self.study_dir, self.every_s = Path(study_dir), every_s
+        self.process = None
+        self.last = time.monotonic()  # the first after every_s: nothing to show at the very start
+
+    def on_step_end(self, iteration, trials, **info):
+        busy = self.process is not None and self.process.poll() is None
+        if busy or time.monotonic() - self.last < self.every_s:
+            return
+        if not (self.study_dir / "report" / "trials.csv").exists():
+            return
+        import subprocess
+        self.last = time.monotonic()
+        self.process = subprocess.Popen([sys.executable, "-m", "analysis", str(self.study_dir), "--live"],
+                                        cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
+
+    def on_experiment_end(self, trials, **info):
+        self.stop()
+
+    def stop(self) -> None:
+        """Before the final analysis: a live one still writing would race it."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait()
+        self.process = None
+
+    def __getstate__(self):  # Tuner pickles its callbacks (tuner.pkl); a process is not state
+        return {**self.__dict__, "process": None}

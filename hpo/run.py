@@ -53,6 +53,7 @@ class RunOptions:
     analysis: bool = True
     verbose: bool = False  # a line per epoch of every trial instead of the live status
     trackers: tuple[str, ...] = ()  # --log mlflow / wandb (hpo.registry.TRACKERS)
+    live_report_s: float = 60  # rewrite report.html this often while the study runs (0: never)
 
     @property
     def cluster_address(self) -> str | None:
@@ -95,6 +96,8 @@ def parse_args(argv=None) -> RunOptions:
     p.add_argument("--no-analysis", action="store_true", help="skip python -m analysis at the end")
     p.add_argument("--log", action="append", default=[], metavar="TRACKER",
                    help="also log every trial to a tracker: mlflow or wandb (optional extras: uv sync --extra NAME)")
+    p.add_argument("--live-report", type=float, default=60, metavar="SECONDS",
+                   help="rewrite report.html about this often while the study runs (default 60; 0: not at all)")
     p.add_argument("--verbose", action="store_true",
                    help="print a line per epoch of every trial instead of the live status")
     a = p.parse_args(argv)
@@ -102,7 +105,8 @@ def parse_args(argv=None) -> RunOptions:
                       overwrite=a.overwrite, address=a.address, storage=a.storage, gpus_per_trial=a.gpus_per_trial,
                       cpus_per_trial=a.cpus_per_trial, max_concurrent=a.max_concurrent,
                       max_failures=a.max_failures, overrides=tuple(a.set), analysis=not a.no_analysis,
-                      verbose=a.verbose, trackers=tuple(a.log))
+                      verbose=a.verbose, trackers=tuple(a.log),
+                      live_report_s=a.live_report)
 
 
 def load_study(path: str):
@@ -491,7 +495,8 @@ def report_writer(p: Plan):
 
     options = p.options
     meta = {"study_file": options.study_file, "command": options.command(), "smoke": options.smoke,
-            "set": list(options.overrides), "data": p.data, "slots": p.slots}
+            "set": list(options.overrides), "data": p.data, "slots": p.slots,
+            "planned_trials": p.study.num_trials()}
     return ReportWriter(p.study, p.study_dir, p.experiment_path, meta,
                         mirror=f"{p.storage_path}/report" if storage.is_uri(p.storage_path) else None)
 
@@ -559,6 +564,7 @@ def disk_full(error: BaseException | None) -> bool:
 
 def execute(p: Plan) -> int:
     """Run a planned study to its end (or a clean stop); returns the exit status."""
+    from hpo.report import LiveReport
     from hpo.trainable import tune_trainable
 
     options, study = p.options, p.study
@@ -576,7 +582,9 @@ def execute(p: Plan) -> int:
               f"TensorBoard: tensorboard --logdir {p.experiment_path}", flush=True)
         writer = report_writer(p)
         from hpo.progress import ProgressView
-        tuner = build_tuner(p, tune_trainable, [writer, ProgressView(study, verbose=options.verbose), *trackers])
+        live = [LiveReport(p.study_dir, options.live_report_s)] if options.analysis and options.live_report_s else []
+        tuner = build_tuner(p, tune_trainable,
+                            [writer, ProgressView(study, verbose=options.verbose), *live, *trackers])
         # SIGTERM (SLURM, docker stop, timeout) stops as Ctrl-C does: Ray Tune's SIGINT handler while it
         # runs (a clean stop, state saved), KeyboardInterrupt outside it.
         signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
@@ -595,6 +603,8 @@ def execute(p: Plan) -> int:
             full, interrupted = e, True
         finally:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            for callback in live:
+                callback.stop()
     if options.analysis and not full:
         analyse(p.study_dir)
     if storage.is_uri(p.storage_path) and not full:  # next to the experiment, with the analysis's tables and figures

@@ -200,3 +200,32 @@ def test_a_searcher_fills_every_trial_slot(tmp_path, fake_mnist_dir):
     assert all(start < end for start, end in spans)
     in_flight = max(sum(s <= t < e for s, e in spans) for t, _ in spans)
     assert in_flight >= 3, spans  # with one pending trial at a time the trials ran one after another
+
+
+def test_live_report_is_rewritten_while_the_study_runs(tmp_path, fake_mnist_dir):
+    """report.html appears with a 'running' banner and reloads itself before the study ends; the final
+    report replaces it."""
+    study = write_study(tmp_path, """
+        study = Study(name="live", dataset="mnist", model="mnist_cnn",
+                      space={"lr": tune.grid_search([0.01, 0.02, 0.03])}, epochs=12)
+    """)
+    results = tmp_path / "results"
+    args = [sys.executable, "-m", "hpo.run", study, "--results", results, "--data-dir", fake_mnist_dir,
+            "--max-concurrent", 1, "--live-report", 3]
+    driver = subprocess.Popen(list(map(str, args)), cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    page = results / "live" / "report" / "report.html"
+    seen = None
+    deadline = time.time() + 300
+    while driver.poll() is None and time.time() < deadline:
+        if page.exists() and "running: " in (text := page.read_text()):
+            seen = text
+            break
+        time.sleep(0.5)
+    output, _ = driver.communicate(timeout=300)
+    assert driver.returncode == 0, output[-3000:]
+    assert seen, "no live report while the study ran"
+    assert re.search(r"running: \d of 3 trials finished, updated \d\d:\d\d", seen)
+    assert '<meta http-equiv="refresh" content="60">' in seen
+    final = page.read_text()
+    assert "running: " not in final and "http-equiv" not in final
