@@ -49,12 +49,12 @@ def load_best(data: StudyData):
     try:
         import torch
 
-        from hpo.data import DATASETS, load_data, pixel_permutation
+        from hpo.data import load_data, pixel_permutation
         from hpo.checkpoints import load_model
 
         model, config = load_model(folder)
-        info = DATASETS[config["dataset"]]
-        test = load_data(config["dataset"], data_dir=config.get("data_dir"), max_eval=64).test
+        data_ = load_data(config["dataset"], data_dir=config.get("data_dir"), max_eval=64)
+        info, test = data_.info, data_.test  # every dataset form (hpo.data.dataset_info): its classes, mean, std
         permutation = pixel_permutation(info.size * info.size) if config.get("permute_pixels") else None
         shown, labels = next(iter(test.batches(64)))
         model_input, _ = next(iter(test.batches(64, resize=config.get("resize"), permutation=permutation)))

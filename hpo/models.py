@@ -553,7 +553,7 @@ def check_build(name, *, in_channels: int, num_classes: int, image_size: int, **
 
     label = _label(name)
     given = ", ".join(f"{k}={v!r}" for k, v in options.items())
-    where = f"{label}({given})" if given else label
+    where = f"{label!r} ({given})" if given else repr(label)
     with torch.device("meta"):
         if _callable(name) is None:
             build_model(name, in_channels=in_channels, num_classes=num_classes, image_size=image_size, **options)

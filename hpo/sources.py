@@ -224,14 +224,18 @@ def device_limit() -> tuple[int, str]:
     return total // 2, f"half of this machine's {total / 1e9:.1f} GB of memory (no GPU)"
 
 
+def _amount(n: int) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
+
+
 def check_fits(name: str, channels: int, size: int, images: int) -> None:
     """A trial holds its train, validation and test splits as float32 on its device: refuse what cannot fit."""
     need = 4 * images * channels * size * size
     limit, what = device_limit()
     if need > limit:
         raise HpoError(f"Dataset {name!r} is too large for the device: its {images:,} images of {channels}x{size}x"
-                       f"{size} take {need / 1e9:.2f} GB as float32 on a trial's device (every split is held "
-                       f"there), more than the limit of {limit / 1e9:.2f} GB ({what}). Use fewer or smaller "
+                       f"{size} take {_amount(need)} as float32 on a trial's device (every split is held "
+                       f"there), more than the limit of {_amount(limit)} ({what}). Use fewer or smaller "
                        "images (folder:PATH?size=N), or set $HPO_DATA_LIMIT_GB.")
 
 
