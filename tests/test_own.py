@@ -23,7 +23,8 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import fake_images, make_fake_datasets, write_idx
+from conftest import fake_images, write_idx
+from test_cluster import two_nodes  # noqa: F401  (the fixture: a head and a worker node on 127.0.0.1)
 from hpo import HpoError, sources
 from hpo.data import DATASETS, check_dataset, dataset_info, load_data, load_raw, locate
 from hpo.models import ModelRef, as_model, build_model, check_build, check_model_name, count_params, model_options
@@ -657,3 +658,23 @@ def test_a_torchvision_dataset_study(tmp_path):
     assert len(trials) == 2 and set(trials["outcome"]) == {"completed"}
     assert meta["data"]["train_images"] == 300 and meta["data"]["folder"] == str(data / "KMNIST" / "raw")
     assert (data / "KMNIST.hpo.pt").is_file()
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_own_model_and_dataset_on_a_two_node_cluster(tmp_path, two_nodes):
+    """A study-file class reaches the workers of another node (by value: no node can import the study
+    file as a module), and an npz dataset at a path every node sees is read there."""
+    from test_cluster import finish, start_driver
+
+    data = write_npz(tmp_path / "own.npz", n_train=240, n_test=60)
+    study = own_study(tmp_path, f"""
+        study = Study(name="own_cluster", dataset="npz:{data}", model=TinyNet, epochs=2,
+                      space={{"width": tune.grid_search([2, 3, 4, 5]), "lr": 0.05, "batch_size": 32}})
+    """)
+    out = finish(start_driver(study, "--address", two_nodes.address, "--storage", tmp_path / "storage"), timeout=300)
+    trials, meta = report(tmp_path / "storage" / "own_cluster")
+    assert len(trials) == 4 and set(trials["outcome"]) == {"completed"}, out[-3000:]
+    assert set(trials["node"]) == {n[:12] for n in [two_nodes.state["head"], *two_nodes.state["workers"]]}
+    assert set(trials["config/model"]) == {f"{study}:TinyNet"} and meta["study"]["model"] == f"{study}:TinyNet"
+    assert trials["params"].tolist() == [w * 27 + w + w * 16 * 3 + 3 for w in (2, 3, 4, 5)]
