@@ -29,8 +29,8 @@ from pathlib import Path
 
 from hpo import env, storage
 from hpo.errors import HpoError
-from hpo.study import (FINISHED, SMOKE_EPOCHS, SMOKE_EVAL, SMOKE_TRAIN, SMOKE_TRIALS, TRAINABLE_KEYS, Study,
-                       parse_overrides, possible_values)
+from hpo.study import (FINISHED, SMOKE_EPOCHS, SMOKE_EVAL, SMOKE_FLOPS, SMOKE_TRAIN, SMOKE_TRIALS,
+                       TRAINABLE_KEYS, Study, parse_overrides, possible_values)
 
 
 @dataclass(frozen=True)
@@ -240,7 +240,7 @@ def plan(options: RunOptions) -> Plan:
     data_dir = options.data_dir or os.environ.get("HPO_DATA_DIR") or ("data" if Path("data").is_dir() else None)
     data_dir = data_dir and str(Path(data_dir).resolve())  # trials run in other working directories
     settings = RunSettings(study.dataset, study.model, study.epochs, data_dir,
-                           SMOKE_TRAIN if options.smoke else None, SMOKE_EVAL if options.smoke else None)
+                           *((SMOKE_TRAIN, SMOKE_EVAL, SMOKE_FLOPS) if options.smoke else (None, None, None)))
     data = {"dataset": study.dataset, "data_dir": data_dir}
     if not options.cluster_address:
         # Read the data once here, so a missing or corrupt file is one clear message before Ray starts.

@@ -28,6 +28,9 @@ def _sample():
 
 # --smoke: at most this many epochs and trials, training and validation/test images per trial.
 SMOKE_EPOCHS, SMOKE_TRIALS, SMOKE_TRAIN, SMOKE_EVAL = 2, 4, 2048, 1024
+# ... and at most this much compute per epoch (forward FLOPs x 3 for training, x 1 for evaluation), so a
+# heavy model's smoke run (VGG-11 at 224 x 224: 15 GFLOPs per image) is as quick as a small one's.
+SMOKE_FLOPS = 4e11  # ~20 s an epoch where one core trains VGG-11 at 224 x 224 at ~20 GFLOP/s
 # How a trial ended, in the order reports list them (docs/report-format.md); the first three
 # have numbers to compare.
 OUTCOMES = ("completed", "stopped_early", "diverged", "failed", "interrupted", "running", "pending")

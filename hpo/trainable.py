@@ -39,6 +39,7 @@ class RunSettings:
     data_dir: str | None = None
     max_train: int | None = None  # --smoke caps the images per trial
     max_eval: int | None = None
+    max_flops: float | None = None  # --smoke: compute per epoch, which caps the images further (smoke_caps)
 
 
 def trial_options(config: dict) -> tuple[dict, dict]:
@@ -80,6 +81,8 @@ class Trial:
         self.model_name = k["model"] or settings.model
         self.model = build_model(self.model_name, in_channels=info.channels, num_classes=info.num_classes,
                                  image_size=k["resize"] or info.size, **model_options).to(self.device)
+        if settings.max_flops:
+            self.data = smoke_caps(self.data, self.model_name, model_options, k, settings.max_flops)
         self.fused = self.device.type == "cuda" or None  # see make_optimizer
         # Mixed precision only pays (and only exists in fp16 form) on a GPU.
         self.amp = bool(k["amp"]) and self.device.type == "cuda"
@@ -177,6 +180,39 @@ class Trial:
     def params(self) -> int:
         from hpo.models import count_params
         return count_params(self.model)
+
+
+def forward_flops(model_name: str, model_options: dict, channels: int, num_classes: int, size: int) -> float:
+    """Forward FLOPs of one image, counted on PyTorch's meta device (no memory, no compute)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from hpo.models import build_model
+    with torch.device("meta"):
+        model = build_model(model_name, in_channels=channels, num_classes=num_classes, image_size=size,
+                            **model_options)
+        x = torch.empty(1, channels, size, size)
+    with FlopCounterMode(display=False) as counter:
+        model(x)
+    return float(counter.get_total_flops())
+
+
+def smoke_caps(data, model_name: str, model_options: dict, keys: dict, max_flops: float):
+    """The trial's splits cut to what `max_flops` per epoch buys: three quarters for training (a
+    forward and a backward: 3x the forward), a quarter for validation and test; at least one batch."""
+    import dataclasses
+
+    from hpo.data import Split
+
+    info = data.info
+    per_image = forward_flops(model_name, model_options, info.channels, info.num_classes,
+                              keys["resize"] or info.size)
+    n_train = max(keys["batch_size"], int(0.75 * max_flops / (3 * per_image)))
+    n_eval = max(8, int(0.25 * max_flops / (2 * per_image)))
+
+    def cut(split, n):
+        return split if len(split) <= n else Split(split.images[:n], split.labels[:n])
+    return dataclasses.replace(data, train=cut(data.train, n_train), val=cut(data.val, n_eval),
+                               test=cut(data.test, n_eval))
 
 
 class GraphedStep:
