@@ -19,7 +19,7 @@ import pandas as pd
 from ray import tune
 
 from hpo import storage
-from hpo.study import METRICS, OUTCOMES, Study
+from hpo.study import FINISHED, METRICS, OUTCOMES, Study
 
 HIGHER_IS_BETTER = {m: m.endswith("_acc") or m == "samples_per_s" for m in METRICS}
 
@@ -70,6 +70,19 @@ def error_line(trial) -> str:
     return (trial.last_result or {}).get("error") or ""
 
 
+def earlier_final_outcomes(trials_csv: Path) -> dict[str, str]:
+    """Trial outcomes a resumed study's earlier run found final (finished or failed): Ray Tune restores
+    those trials, but not whether it completed them or the experiment's end cut them."""
+    if not trials_csv.exists():
+        return {}
+    try:
+        table = pd.read_csv(trials_csv, usecols=["trial_id", "outcome"], dtype=str)
+    except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError):
+        return {}
+    final = table[table["outcome"].isin([*FINISHED, "failed"])]
+    return dict(zip(final["trial_id"], final["outcome"]))
+
+
 def checkpoint_path(trial) -> str:
     """The trial's latest checkpoint folder, relative to the study folder (as the analysis reads it)."""
     checkpoint, storage_context = getattr(trial, "checkpoint", None), getattr(trial, "storage", None)
@@ -78,7 +91,10 @@ def checkpoint_path(trial) -> str:
     return f"experiment/{storage_context.trial_dir_name}/{Path(checkpoint.path).name}"
 
 
-def outcome(trial, epochs: dict[int, dict], study: Study) -> str:
+def outcome(trial, epochs: dict[int, dict], study: Study, completed: bool | None = None) -> str:
+    """`completed`: whether Ray Tune completed the trial (its on_trial_complete: it finished, or the
+    scheduler stopped it), when known. A trial cut at the end of the experiment (the time budget, Ctrl-C)
+    is not, even at a rung epoch."""
     last = epochs[max(epochs)] if epochs else {}
     if trial.status == "ERROR" or (trial.last_result or {}).get("error"):
         return "failed"
@@ -88,7 +104,8 @@ def outcome(trial, epochs: dict[int, dict], study: Study) -> str:
         if len(epochs) >= study.epochs:
             return "completed"
         # The scheduler stops a trial only at one of its rungs; anywhere else Ctrl-C did.
-        return "stopped_early" if len(epochs) in study.asha_rungs() else "interrupted"
+        at_rung = len(epochs) in study.asha_rungs() and completed is not False
+        return "stopped_early" if at_rung else "interrupted"
     return "running" if trial.status in ("RUNNING", "PAUSED") or epochs else "pending"
 
 
@@ -104,6 +121,8 @@ class ReportWriter(tune.Callback):
         self.history: dict[str, dict[int, dict]] = {}
         self.trials: list = []
         self.last_write = 0.0
+        self.completed: set[str] = set()  # trials Ray Tune completed in this run (finished or stopped early)
+        self.final: dict[str, str] = {}  # outcomes an earlier run of this study reported as final (--resume)
         self.times: dict[str, list] = {}  # trial id -> [started, ended] (Unix time; ended None while running)
         self.start_time = time.time()
         self.utilisation: float | None = None  # trial-seconds / (slots x wall time), see write_study_json
@@ -117,6 +136,7 @@ class ReportWriter(tune.Callback):
     def setup(self, **info):
         # Resuming: keep what the earlier run reported (nothing is found for a new experiment).
         self.history = read_result_files(self.experiment_path)
+        self.final = earlier_final_outcomes(self.report_dir / "trials.csv")
         self.meta["ended"] = None
         if not (self.report_dir / "study.json").exists():  # a resumed run keeps its report until it has news
             self.write_study_json()  # from the start: it records what this run was started with (--resume checks)
@@ -137,6 +157,7 @@ class ReportWriter(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.trials = trials
+        self.completed.add(trial.trial_id)
         self.trial_ended(trial)
         self.write()
 
@@ -206,7 +227,9 @@ class ReportWriter(tune.Callback):
             config = self.config_columns(trial.config)
             seed = trial.config.get("seed", trial.config.get("__trial_index__", 0))
             row = {"trial_id": trial.trial_id, "status": trial.status,
-                   "outcome": outcome(trial, epochs, self.study), **config, "seed": seed,
+                   "outcome": self.final.get(trial.trial_id) or outcome(
+                       trial, epochs, self.study, completed=trial.trial_id in self.completed),
+                   **config, "seed": seed,
                    "epochs_run": len(epochs)}
             frame = pd.DataFrame([epochs[e] for e in sorted(epochs)])
             for metric in METRICS:

@@ -2,6 +2,8 @@
 
 from types import SimpleNamespace
 
+import pytest
+
 from ray import tune
 
 from hpo import Study
@@ -34,3 +36,55 @@ def test_a_trial_ended_off_the_rungs_was_interrupted_not_stopped_early():
     assert ended(3, study=fifo) == "interrupted"  # FIFO stops nothing early
     assert ended(4, status="RUNNING") == "running" and ended(0, status="PENDING") == "pending"
     assert ended(5, diverged=True) == "diverged" and ended(5, status="ERROR") == "failed"
+
+
+def test_a_trial_cut_by_the_time_budget_at_a_rung_is_interrupted():
+    """Ray Tune completes a trial the scheduler stops (on_trial_complete); one the time budget or Ctrl-C
+    cuts at the experiment's end it does not, even when the cut falls on a rung epoch."""
+    asha = Study(name="s", dataset="mnist", model="fc2", space={"lr": tune.loguniform(1e-3, 1e-1)},
+                 search="optuna", scheduler="asha", num_samples=4, epochs=15, grace_period=3)
+    epochs = {e: {"epoch": e} for e in range(1, 4)}
+    trial = SimpleNamespace(status="TERMINATED", last_result=epochs[3])
+    assert outcome(trial, epochs, asha, completed=True) == "stopped_early"
+    assert outcome(trial, epochs, asha, completed=False) == "interrupted"
+
+
+def test_report_writer_on_a_hand_made_sequence_of_events(tmp_path):
+    """ReportWriter alone, fed Ray Tune's callback events by hand: the rows, the outcomes (one stopped by
+    the scheduler at a rung, one cut at the same rung by the experiment's end) and the counts."""
+    import pandas as pd
+
+    from hpo.report import ReportWriter
+
+    study = Study(name="w", dataset="mnist", model="fc2", space={"lr": tune.loguniform(1e-3, 1e-1)},
+                  search="optuna", scheduler="asha", num_samples=3, epochs=4, grace_period=2,
+                  reduction_factor=2)
+    writer = ReportWriter(study, tmp_path / "w", str(tmp_path / "w" / "experiment"), {"slots": 2})
+    writer.setup()
+    a, b, c = (SimpleNamespace(trial_id=i, status="RUNNING", config={"lr": lr}, last_result=None,
+                               error_file=None) for i, lr in (("a", 0.01), ("b", 0.02), ("c", 0.03)))
+    trials = [a, b, c]
+    for trial in trials:
+        writer.on_trial_start(0, trials, trial)
+    for epoch in (1, 2):
+        for trial, acc in ((a, 0.5), (b, 0.6), (c, 0.4)):
+            trial.last_result = {"epoch": epoch, "val_acc": acc + epoch / 10, "train_loss": 1.0 / epoch}
+            writer.on_trial_result(0, trials, trial, trial.last_result)
+    c.status = "TERMINATED"
+    writer.on_trial_complete(0, trials, c)  # ASHA stops c at its rung (epoch 2)
+    for epoch in (3, 4):
+        a.last_result = {"epoch": epoch, "val_acc": 0.9, "train_loss": 0.1}
+        writer.on_trial_result(0, trials, a, a.last_result)
+    a.status = "TERMINATED"
+    writer.on_trial_complete(0, trials, a)
+    b.status = "TERMINATED"  # the time budget ends the experiment with b at epoch 2, a rung
+    writer.on_experiment_end(trials)
+
+    table = pd.read_csv(tmp_path / "w" / "report" / "trials.csv").set_index("trial_id")
+    assert table["outcome"].to_dict() == {"a": "completed", "b": "interrupted", "c": "stopped_early"}
+    assert table["epochs_run"].to_dict() == {"a": 4, "b": 2, "c": 2}
+    assert table.loc["a", "best_val_acc"] == 0.9 and table.loc["c", "best_val_acc"] == pytest.approx(0.6)
+    assert writer.counts["completed"] == 1 and writer.counts["interrupted"] == 1 and writer.counts["total"] == 3
+    assert table["started_s"].notna().all() and table.loc["a", "ended_s"] >= table.loc["a", "started_s"]
+    epochs = pd.read_csv(tmp_path / "w" / "report" / "epochs.csv")
+    assert len(epochs) == 8 and sorted(epochs[epochs["trial_id"] == "a"]["epoch"]) == [1, 2, 3, 4]
