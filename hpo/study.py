@@ -315,6 +315,12 @@ class Study:
                     f"takes: {', '.join(sorted(allowed))}. {options}")
         self._check_sampled_functions()
         self._check_models_build()
+        own = [m for m in possible_values(self.space.get("model")) or [] if not isinstance(m, str)]
+        if self.search in ("random", "optuna") and is_varied(self.space.get("model")) and own:
+            fail("search", f"is '{self.search}', whose Optuna journal holds a choice's values as text, so it cannot "
+                 f"choose between classes defined in the study file ({', '.join(map(str, own))}): put them in a "
+                 "module and give their import paths (\"package.module:Name\"), or use search='grid' "
+                 "with tune.grid_search.")
         if self.search == "optuna" and has_grid(self.space):
             fail("search", "is 'optuna', which cannot search a tune.grid_search: use tune.choice([...]) "
                  "for Optuna, or search='grid'.")

@@ -678,3 +678,16 @@ def test_own_model_and_dataset_on_a_two_node_cluster(tmp_path, two_nodes):
     assert set(trials["node"]) == {n[:12] for n in [two_nodes.state["head"], *two_nodes.state["workers"]]}
     assert set(trials["config/model"]) == {f"{study}:TinyNet"} and meta["study"]["model"] == f"{study}:TinyNet"
     assert trials["params"].tolist() == [w * 27 + w + w * 16 * 3 + 3 for w in (2, 3, 4, 5)]
+
+
+def test_an_optuna_choice_between_study_file_classes_is_refused_with_the_way_out(tmp_path):
+    """Optuna's journal (optuna-dashboard) stores a choice's values as JSON text: import paths work."""
+    path = own_study(tmp_path, """
+        study = Study(name="own", dataset="mnist", model="fc2", search="optuna", num_samples=2,
+                      space={"model": tune.choice([TinyNet, "fc2"]), "lr": tune.loguniform(1e-3, 1e-1)})
+    """)
+    with pytest.raises(HpoError, match=r"field 'search' is 'optuna'.*cannot choose between classes defined in the "
+                                       r"study file \(\S+own_study.py:TinyNet\).*import paths"):
+        load_study(str(path))
+    path.write_text(path.read_text().replace("tune.choice([TinyNet, \"fc2\"])", "tune.choice([\"lenet5\", \"fc2\"])"))
+    load_study(str(path))
