@@ -50,11 +50,20 @@ class StudyData:
 
     @property
     def metric(self) -> str:
-        return self.study.get("metric", "val_acc")
+        """The study's metric; of a multi-objective study, the first (the others: `objectives`)."""
+        metric = self.study.get("metric", "val_acc")
+        return metric[0] if isinstance(metric, list) else metric
 
     @property
     def mode(self) -> str:
-        return self.study.get("mode", "max")
+        mode = self.study.get("mode", "max")
+        return mode[0] if isinstance(mode, list) else mode
+
+    @property
+    def objectives(self) -> list[tuple[str, str]]:
+        """(metric, mode) of each objective: one, or several for a multi-objective study."""
+        metric, mode = self.study.get("metric", "val_acc"), self.study.get("mode", "max")
+        return list(zip(metric, mode)) if isinstance(metric, list) else [(metric, mode)]
 
     @property
     def target(self) -> str:

@@ -301,6 +301,13 @@ def _cost_section(data: StudyData, figure_dir: Path, log) -> Section:
         " that ran beside it). **front: params** and **front: time** mark the Pareto front: no other"
         f" configuration has as good or a better {data.target} at the same or a lower cost. The means are"
         " compared as they are, without the tests above: a configuration on the front may be tied with others.")
+    if len(data.objectives) > 1:
+        said = ", ".join(f"{m} ({mode})" for m, mode in data.objectives)
+        section.paragraphs.append(
+            f"This is a multi-objective study: Optuna searched for {said} together (OptunaSearch with several"
+            " metrics), and its record of the Pareto front it found is in optuna.journal (optuna.load_study(...)"
+            ".best_trials). The table ranks by the first objective; **front: params** is the front against the"
+            " parameter count.")
     section.tables.append(Table(f"{data.target} against cost", table, "Best first.", sheet="pareto front",
                                 rows=MAX_ROWS))
     section.figures += _draw(data, log, figures.pareto_fronts, table, figure_dir)

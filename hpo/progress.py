@@ -51,16 +51,16 @@ class ProgressView(tune.Callback):
             return
         self.epochs_done += 1
         self.latest[trial.trial_id] = result
-        value = result.get(self.study.metric)
+        value = result.get(self.study.primary_metric)
         if value is not None and math.isfinite(value):
-            better = (value > self.best[0]) if self.best and self.study.mode == "max" else \
+            better = (value > self.best[0]) if self.best and self.study.primary_mode == "max" else \
                 (value < self.best[0]) if self.best else True
             if better:
                 self.best = (value, {k: v for k, v in trial.config.items() if not k.startswith("__")})
         if self.verbose:
             done = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
             print(f"[{done}/{self.total(trials)} trials done] {trial.trial_id} epoch {result['epoch']}/"
-                  f"{self.study.epochs}  {self.study.metric} {fmt(value)}  best {fmt(self.best and self.best[0])}"
+                  f"{self.study.epochs}  {self.study.primary_metric} {fmt(value)}  best {fmt(self.best and self.best[0])}"
                   f"  ({result.get('epoch_time_s', 0):.1f} s/epoch)", file=self.stream, flush=True)
         else:
             self.show()
@@ -111,7 +111,7 @@ class ProgressView(tune.Callback):
 
     def summary(self) -> str:
         counts = " ".join(f"{n} {name}" for name, n in self.counts().items())
-        best = f"best {self.study.metric} {fmt(self.best[0])}" if self.best else "no result yet"
+        best = f"best {self.study.primary_metric} {fmt(self.best[0])}" if self.best else "no result yet"
         return (f"{counts} | {self.epochs_done} epoch{'s' * (self.epochs_done != 1)} | {duration(time.monotonic() - self.start)} elapsed, "
                 f"ETA {duration(self.eta_s())} | {best}")
 
@@ -121,7 +121,7 @@ class ProgressView(tune.Callback):
             if t.status == "RUNNING":
                 last = self.latest.get(t.trial_id, {})
                 lines.append(f"  {t.trial_id}  epoch {last.get('epoch', 0)}/{self.study.epochs}  "
-                             f"{self.study.metric} {fmt(last.get(self.study.metric))}")
+                             f"{self.study.primary_metric} {fmt(last.get(self.study.primary_metric))}")
         return lines
 
     def render(self):

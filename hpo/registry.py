@@ -48,7 +48,9 @@ def _optuna(sampler_name: str):
             from optuna.storages import JournalStorage
             from optuna.storages.journal import JournalFileBackend
             storage = JournalStorage(JournalFileBackend(str(journal)))
-        search_alg = OptunaSearch(sampler=sampler, storage=storage, study_name=study.name if journal else None)
+        objectives = {"metric": study.metric, "mode": study.mode} if isinstance(study.metric, list) else {}
+        search_alg = OptunaSearch(sampler=sampler, storage=storage, study_name=study.name if journal else None,
+                                  **objectives)
         num_samples = study.num_samples
         if study.seeds > 1:  # every sampled configuration is run `seeds` times, seed = repeat index
             search_alg = Repeater(search_alg, repeat=study.seeds, set_index=True)

@@ -258,10 +258,10 @@ class ReportWriter(tune.Callback):
         return pd.DataFrame(trial_rows), pd.DataFrame(epoch_rows)
 
     def best_epoch(self, frame: pd.DataFrame):
-        metric = self.study.metric
+        metric = self.study.primary_metric
         if metric not in frame or frame[metric].isna().all():
             return math.nan, math.nan, math.nan
-        i = frame[metric].idxmax() if self.study.mode == "max" else frame[metric].idxmin()
+        i = frame[metric].idxmax() if self.study.primary_mode == "max" else frame[metric].idxmin()
         best = frame.loc[i]
         return int(best["epoch"]), best.get("test_acc", math.nan), best.get("test_loss", math.nan)
 

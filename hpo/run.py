@@ -238,6 +238,8 @@ def plan(options: RunOptions) -> Plan:
         raise HpoError(f"--data-dir {options.data_dir} is a file. Give the folder that holds the datasets "
                        f"(README, \"Data\"), or a new folder to download them into.")
     data_dir = options.data_dir or os.environ.get("HPO_DATA_DIR") or ("data" if Path("data").is_dir() else None)
+    if data_dir is None and not options.cluster_address:
+        data_dir = "data"  # where the driver downloads (below), so the trials read that copy, not their own
     data_dir = data_dir and str(Path(data_dir).resolve())  # trials run in other working directories
     settings = RunSettings(study.dataset, study.model, study.epochs, data_dir,
                            *((SMOKE_TRAIN, SMOKE_EVAL, SMOKE_FLOPS) if options.smoke else (None, None, None)))
@@ -481,7 +483,10 @@ def build_tuner(p: Plan, trainable, callbacks=()):
         # experiment snapshot must still find the checkpoint that snapshot names.
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         failure_config=tune.FailureConfig(max_failures=options.max_failures))
-    tune_config = tune.TuneConfig(metric=study.metric, mode=study.mode, search_alg=search_alg,
+    # A multi-objective study's metrics go to OptunaSearch itself (hpo.registry); Ray Tune takes one.
+    single = not isinstance(study.metric, list)
+    tune_config = tune.TuneConfig(metric=study.metric if single else None, mode=study.mode if single else None,
+                                  search_alg=search_alg,
                                   scheduler=SCHEDULERS[study.scheduler].build(study), num_samples=num_samples,
                                   max_concurrent_trials=max_concurrent,
                                   time_budget_s=study.time_budget_min and study.time_budget_min * 60,

@@ -242,8 +242,8 @@ class Study:
     model: str
     space: dict = field(default_factory=dict)
     epochs: int = 10
-    metric: str = "val_acc"
-    mode: str = "max"
+    metric: str | list[str] = "val_acc"  # a list: multi-objective search (Optuna), e.g. ["val_acc", "params"]
+    mode: str | list[str] = "max"  # one per metric
     search: str = "grid"
     scheduler: str = "fifo"
     num_samples: int = 1
@@ -279,8 +279,7 @@ class Study:
             self.space = {**self.space, "model": _map_values(self.space["model"], as_model)}
         self._check_choice("search", self.search, SEARCHES)
         self._check_choice("scheduler", self.scheduler, SCHEDULERS)
-        self._check_choice("metric", self.metric, METRICS)
-        self._check_choice("mode", self.mode, ("min", "max"))
+        self._check_objectives()
         for name in ("epochs", "num_samples", "seeds", "grace_period", "reduction_factor"):
             if not _positive_int(getattr(self, name)):
                 fail(name, f"must be an integer > 0; got {getattr(self, name)!r}.")
@@ -352,6 +351,43 @@ class Study:
                     raise HpoError(f"Study '{self.name}': model {model!r} cannot be built with {options} on "
                                    f"{size}x{size} images: {type(e).__name__}: {' '.join(str(e).split())[:300]}") \
                         from None
+
+    def _check_objectives(self) -> None:
+        """One metric and mode, or (multi-objective search) a list of each, of the same length."""
+        if not isinstance(self.metric, (list, tuple)):
+            self._check_choice("metric", self.metric, METRICS)
+            self._check_choice("mode", self.mode, ("min", "max"))
+            return
+        objectives = (*METRICS, "params")
+        modes = self.mode if isinstance(self.mode, (list, tuple)) else None
+        if len(self.metric) < 2 or modes is None or len(modes) != len(self.metric):
+            raise HpoError(f"Study '{self.name}': a multi-objective study gives 'metric' as a list of two or more "
+                           f"and 'mode' as a list of the same length, e.g. metric=['val_acc', 'params'], "
+                           f"mode=['max', 'min']; got metric={self.metric!r}, mode={self.mode!r}.")
+        for m in self.metric:
+            self._check_choice("metric", m, objectives)
+        for m in modes:
+            self._check_choice("mode", m, ("min", "max"))
+        self.metric, self.mode = list(self.metric), list(modes)
+        if self.search not in ("optuna", "random"):
+            raise HpoError(f"Study '{self.name}': a multi-objective study needs search='optuna' or 'random' "
+                           f"(Optuna's multi-objective samplers); got search={self.search!r}.")
+        if self.scheduler != "fifo":
+            raise HpoError(f"Study '{self.name}': a multi-objective study cannot use scheduler="
+                           f"{self.scheduler!r}: ASHA ranks trials by one metric at each rung, and no single "
+                           "metric says which trials are on the Pareto front. Use scheduler='fifo'.")
+        if self.seeds > 1:
+            raise HpoError(f"Study '{self.name}': a multi-objective study runs one seed per configuration: Ray's "
+                           "Repeater averages a single metric over seeds. Use seeds=1 (or num_samples for more).")
+
+    @property
+    def primary_metric(self) -> str:
+        """The metric tables and progress rank by: the first objective of a multi-objective study."""
+        return self.metric[0] if isinstance(self.metric, list) else self.metric
+
+    @property
+    def primary_mode(self) -> str:
+        return self.mode[0] if isinstance(self.mode, list) else self.mode
 
     def _check_sampled_functions(self) -> None:
         """tune.sample_from values are only known once Ray Tune resolves a config: resolve a few

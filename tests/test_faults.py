@@ -294,3 +294,16 @@ def test_a_deterministic_error_fails_the_trial_after_one_retry_not_max_failures(
     assert results[0].metrics["error"] == trials.loc[0, "error"]
     attempts = json.loads((Path(results[0].path) / "last_error.json").read_text())
     assert attempts["epoch"] == 0
+
+
+@pytest.mark.parametrize("extra, expected", [
+    (', metric=["val_acc", "params"], mode=["max", "min"], search="optuna", scheduler="asha"',
+     "cannot use scheduler='asha'"),
+    (', metric=["val_acc", "params"], mode="max", search="optuna"', "a list of the same length"),
+    (', metric=["val_acc", "paramz"], mode=["max", "min"], search="optuna"', "Did you mean 'params'"),
+    (', metric=["val_acc", "params"], mode=["max", "min"], search="grid"', "needs search='optuna' or 'random'"),
+])
+def test_multi_objective_studies_are_checked(extra, expected, tmp_path, capsys):
+    path = study_file(tmp_path, space='{"lr": tune.loguniform(1e-3, 1e-1)}', extra=extra)
+    code, output = run_cli(capsys, path, "--results", tmp_path / "r")
+    assert code == 2 and expected in output, output

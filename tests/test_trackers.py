@@ -73,3 +73,42 @@ def test_a_tracker_whose_extra_is_missing_names_the_install_command(tmp_path, ca
     assert code == 2 and "uv sync --extra mlflow" in output and not (tmp_path / "r" / "tracked").exists()
     code = main([str(optuna_study(tmp_path)), "--results", str(tmp_path / "r"), "--log", "tensorboard"])
     assert code == 2 and "allowed: mlflow, wandb" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").exists(),
+                    reason="needs Debian's dataset-fashion-mnist")
+def test_multi_objective_search_finds_a_pareto_front(tmp_path):
+    """metric=["val_acc", "params"] through OptunaSearch's multi-objective support, on a Fashion-MNIST
+    subset (--smoke sizes): Optuna's record has both directions and a Pareto front, and the report says so."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    path = tmp_path / "pareto.py"
+    path.write_text(textwrap.dedent("""
+        from ray import tune
+        from hpo import Study
+        study = Study(name="pareto", dataset="fashion_mnist", model="lenet5",
+                      space={"feature_maps": tune.choice([2, 4, 8, 16]), "lr": tune.loguniform(1e-3, 1e-1)},
+                      epochs=1, search="optuna", num_samples=6, metric=["val_acc", "params"], mode=["max", "min"])
+    """))
+    proc = subprocess.run([sys.executable, "-m", "hpo.run", str(path), "--results", str(tmp_path / "r"), "--smoke",
+                           "--set", "num_samples=6"], cwd=ROOT, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    study_dir = tmp_path / "r" / "pareto"
+    record = optuna.load_study(study_name="pareto",
+                               storage=JournalStorage(JournalFileBackend(str(study_dir / "optuna.journal"))))
+    assert record.directions == [optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE]
+    trials = pd.read_csv(study_dir / "report" / "trials.csv")
+    assert len(record.trials) == len(trials) >= 4  # --smoke keeps at most 4 samples
+    front = record.best_trials
+    assert front and all(len(t.values) == 2 for t in front)
+    # the front is non-dominated: no trial is at least as good on both and better on one
+    for t in front:
+        assert not any(o.values[0] >= t.values[0] and o.values[1] <= t.values[1] and o.values != t.values
+                       for o in record.trials if o.values)
+    report = (study_dir / "report" / "report.md").read_text()
+    assert "multi-objective study" in report and "front: params" in report
