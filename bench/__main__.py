@@ -18,7 +18,7 @@ from hpo import env
 env.keep_ray_on_loopback(None)
 
 HERE = Path(__file__).resolve().parent
-CPU_PARTS = ("data", "threads", "overhead", "study")
+CPU_PARTS = ("data", "threads", "overhead", "study", "slots")
 ALL_PARTS = CPU_PARTS + ("gpu",)
 
 # name: (section, key path, target, higher is better, what it is)
@@ -35,6 +35,10 @@ FIGURES = {
                            "Ray Tune default set-up's overhead / the toolkit's (same trials)"),
     "study_speedup": ("cpu", ("study", "study_speedup"), None, True,
                       "plain sequential loop wall time / hpo.run study wall time (same trials)"),
+    "slot_utilisation": ("cpu", ("slots", "slot_utilisation"), 0.85, True,
+                         "Optuna+ASHA study of fixed-length trials, 8 fractional slots on 2 cores: trial-s / (slots x wall)"),
+    "slot_utilisation_gain": ("cpu", ("slots", "utilisation_gain"), None, True,
+                              "the same, every slot busy (default) / Ray Tune's one pending trial (--max-concurrent 0)"),
     "gpu_loader_speedup": ("gpu", ("data", "loader_speedup"), 10.0, True,
                            "trainable's data path vs the write-ups' DataLoader loop, GPU (min of batch 64, 256)"),
     "gpu_step_speedup": ("gpu", ("graph", "gpu_step_speedup"), None, True,
@@ -107,6 +111,10 @@ def run_parts(parts, quick: bool, device_gpu: bool) -> dict:
             from bench import study
             print("study throughput (Ray Tune, CPU) ...", flush=True)
             cpu["study"] = study.measure(quick=quick)
+        if "slots" in cpu_parts:
+            from bench import slots
+            print("slot utilisation (Ray Tune, CPU) ...", flush=True)
+            cpu["slots"] = slots.measure(quick=quick)
         cpu["hardware"]["load_average_end"] = hardware("cpu")["load_average"]
     if "gpu" in parts:
         if not device_gpu:

@@ -67,8 +67,7 @@ class RunOptions:
         options += [f"--data-dir {self.data_dir}"] if self.data_dir else []
         options += [f"--set {s}" for s in self.overrides] + (["--smoke"] if self.smoke else [])
         options += [f"--log {t}" for t in self.trackers]
-        options += ["--resume"] if resume else []
-        return " ".join(["python -m hpo.run", self.study_file, *options])
+        return " ".join(["python -m hpo.run", self.study_file, *(["--resume"] if resume else []), *options])
 
 
 def parse_args(argv=None) -> RunOptions:

@@ -231,28 +231,28 @@ def test_sigterm_stops_cleanly_and_a_moved_study_resumes_where_it_is(tmp_path, f
                       extra=", seeds=1")
     first = tmp_path / "first"
     driver = start([path, "--results", first, "--data-dir", fake_mnist_dir, "--max-concurrent", 1,
-                    "--no-analysis", "--set", "epochs=40"], first)
+                    "--no-analysis", "--set", "epochs=15"], first)
     wait_for_a_finished_trial(driver, first / "moved" / "report" / "trials.csv")
     driver.send_signal(signal.SIGTERM)
     output, _ = driver.communicate(timeout=180)
     assert driver.returncode == 130, output[-3000:]
-    assert "Traceback" not in output and "--resume" in output and "--set epochs=40" in output
+    assert "Traceback" not in output and "--resume" in output and "--set epochs=15" in output
 
     second = tmp_path / "second"
     shutil.copytree(first / "moved", second / "moved")
     original = (first / "moved" / "report" / "trials.csv").read_text()
     refused = subprocess.run([sys.executable, "-m", "hpo.run", str(path), "--results", str(second), "--data-dir",
-                              str(fake_mnist_dir), "--resume", "--set", "epochs=41"], cwd=ROOT, capture_output=True,
+                              str(fake_mnist_dir), "--resume", "--set", "epochs=16"], cwd=ROOT, capture_output=True,
                              text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
-    assert refused.returncode == 2 and "study.epochs was 40, now 41" in refused.stderr
+    assert refused.returncode == 2 and "study.epochs was 15, now 16" in refused.stderr
     resumed = subprocess.run([sys.executable, "-m", "hpo.run", str(path), "--results", str(second), "--data-dir",
                               str(fake_mnist_dir), "--resume", "--set", "epochs=3", "--no-analysis"],
                              cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
                              timeout=120)
-    assert resumed.returncode == 2 and "study.epochs was 40, now 3" in resumed.stderr
+    assert resumed.returncode == 2 and "study.epochs was 15, now 3" in resumed.stderr
     # the same settings: it continues, in the copy
     resumed = subprocess.run([sys.executable, "-m", "hpo.run", str(path), "--results", str(second), "--data-dir",
-                              str(fake_mnist_dir), "--resume", "--set", "epochs=40", "--no-analysis",
+                              str(fake_mnist_dir), "--resume", "--set", "epochs=15", "--no-analysis",
                               "--max-concurrent", "2"], cwd=ROOT, capture_output=True, text=True,
                              env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]

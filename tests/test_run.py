@@ -160,7 +160,8 @@ def test_seeds_repeat_each_sampled_configuration(tmp_path, fake_mnist_dir):
                       space={"lr": tune.loguniform(1e-3, 1e-1), "momentum": 0.5},
                       epochs=1, search="optuna", num_samples=2, seeds=2)
     """)
-    out = hpo_run(study, "--results", tmp_path / "results", "--data-dir", fake_mnist_dir, "--no-analysis").stdout
+    out = hpo_run(study, "--results", tmp_path / "results", "--data-dir", fake_mnist_dir, "--no-analysis",
+                  "--verbose").stdout
     trials, _, _ = report(tmp_path / "results", "repeats")
     assert len(trials) == 4 and set(trials["outcome"]) == {"completed"}
     # progress counts the planned trials, though Optuna creates them one by one
@@ -185,47 +186,31 @@ def test_time_budget_ends_the_study_and_says_what_did_not_finish(tmp_path, fake_
     assert "time budget ran out" in out, out
 
 
-def test_a_searcher_fills_every_trial_slot(tmp_path, fake_mnist_dir):
-    """Optuna gets as many trials in flight as fit (Ray Tune alone would give it one pending trial at a
-    time); the report records when each ran, the slots and their utilisation."""
-    study = write_study(tmp_path, """
-        study = Study(name="slots", dataset="mnist", model="mnist_cnn",
-                      space={"lr": tune.loguniform(1e-3, 1e-1)}, epochs=3, search="optuna", num_samples=4)
-    """)
-    out = hpo_run(study, "--results", tmp_path / "results", "--data-dir", fake_mnist_dir, "--no-analysis",
-                  "--cpus-per-trial", 0.5)
-    trials, _, meta = report(tmp_path / "results", "slots")
-    assert "4 trial slots" in out.stdout and meta["slots"] == 4 and 0 < meta["slot_utilisation"] <= 1
-    spans = sorted(zip(trials["started_s"], trials["ended_s"]))
-    assert all(start < end for start, end in spans)
-    in_flight = max(sum(s <= t < e for s, e in spans) for t, _ in spans)
-    assert in_flight >= 3, spans  # with one pending trial at a time the trials ran one after another
-
-
 def test_live_report_is_rewritten_while_the_study_runs(tmp_path, fake_mnist_dir):
     """report.html appears with a 'running' banner and reloads itself before the study ends; the final
-    report replaces it."""
+    report (here after a Ctrl-C) replaces it."""
     study = write_study(tmp_path, """
         study = Study(name="live", dataset="mnist", model="mnist_cnn",
-                      space={"lr": tune.grid_search([0.01, 0.02, 0.03])}, epochs=12)
+                      space={"lr": tune.grid_search([0.01, 0.02, 0.03])}, epochs=1000)
     """)
     results = tmp_path / "results"
     args = [sys.executable, "-m", "hpo.run", study, "--results", results, "--data-dir", fake_mnist_dir,
-            "--max-concurrent", 1, "--live-report", 3]
+            "--max-concurrent", 1, "--live-report", 2]
     driver = subprocess.Popen(list(map(str, args)), cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     page = results / "live" / "report" / "report.html"
     seen = None
-    deadline = time.time() + 300
+    deadline = time.time() + 240
     while driver.poll() is None and time.time() < deadline:
         if page.exists() and "running: " in (text := page.read_text()):
             seen = text
             break
         time.sleep(0.5)
-    output, _ = driver.communicate(timeout=300)
-    assert driver.returncode == 0, output[-3000:]
-    assert seen, "no live report while the study ran"
-    assert re.search(r"running: \d of 3 trials finished, updated \d\d:\d\d", seen)
+    driver.send_signal(signal.SIGINT)
+    output, _ = driver.communicate(timeout=240)
+    assert seen, "no live report while the study ran:\n" + output[-3000:]
+    assert driver.returncode == 130, output[-3000:]
+    assert re.search(r"running: 0 of 3 trials finished, updated \d\d:\d\d", seen)
     assert '<meta http-equiv="refresh" content="60">' in seen
     final = page.read_text()
     assert "running: " not in final and "http-equiv" not in final
