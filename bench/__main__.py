@@ -39,6 +39,8 @@ FIGURES = {
                          "Optuna+ASHA study of fixed-length trials, 8 fractional slots on 2 cores: trial-s / (slots x wall)"),
     "slot_utilisation_gain": ("cpu", ("slots", "utilisation_gain"), None, True,
                               "the same, every slot busy (default) / Ray Tune's one pending trial (--max-concurrent 0)"),
+    "slot_study_speedup": ("cpu", ("slots", "study_speedup"), None, True,
+                           "the same study's wall time, Ray Tune's default / every slot busy"),
     "gpu_loader_speedup": ("gpu", ("data", "loader_speedup"), 10.0, True,
                            "trainable's data path vs the write-ups' DataLoader loop, GPU (min of batch 64, 256)"),
     "gpu_step_speedup": ("gpu", ("graph", "gpu_step_speedup"), None, True,

@@ -82,3 +82,24 @@ def fake_mnist_dir(tmp_path) -> Path:
 def fake_cifar10_dir(tmp_path) -> Path:
     """A data dir with a tiny cifar10: 5 data batches of 60 images and a test_batch of 100."""
     return make_fake_datasets(tmp_path / "data", datasets=("cifar10",))
+
+
+# ---------------------------------------------------------------- Ray clusters (tests/ray_cluster.py)
+
+@pytest.fixture(scope="module")
+def two_nodes():
+    """A head and a worker node of 1 CPU each on 127.0.0.1, in a child process (tests/ray_cluster.py)."""
+    from ray_cluster import TwoNodes
+
+    cluster = TwoNodes()
+    try:
+        cluster.wait_until_up()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def slow_data(tmp_path_factory) -> Path:
+    """Fake MNIST big enough for about a second per epoch on one CPU: a node can die mid-trial."""
+    return make_fake_datasets(tmp_path_factory.mktemp("data"), n_train=3000, n_test=300, datasets=("mnist",))

@@ -24,9 +24,8 @@ import torch
 from PIL import Image
 
 from conftest import fake_images, write_idx
-from test_cluster import two_nodes  # noqa: F401  (the fixture: a head and a worker node on 127.0.0.1)
 from hpo import HpoError, sources
-from hpo.data import DATASETS, check_dataset, dataset_info, load_data, load_raw, locate
+from hpo.data import check_dataset, dataset_info, load_data, load_raw, locate
 from hpo.models import ModelRef, as_model, build_model, check_build, check_model_name, count_params, model_options
 from hpo.run import RunOptions, check_resumable, load_study, main, plan
 
@@ -665,7 +664,7 @@ def test_a_torchvision_dataset_study(tmp_path):
 def test_own_model_and_dataset_on_a_two_node_cluster(tmp_path, two_nodes):
     """A study-file class reaches the workers of another node (by value: no node can import the study
     file as a module), and an npz dataset at a path every node sees is read there."""
-    from test_cluster import finish, start_driver
+    from ray_cluster import finish, start_driver
 
     data = write_npz(tmp_path / "own.npz", n_train=240, n_test=60)
     study = own_study(tmp_path, f"""
