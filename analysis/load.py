@@ -15,14 +15,15 @@ from pathlib import Path
 
 import pandas as pd
 
+# The outcomes, in the order the report lists them (the first three have numbers to compare): the
+# report's contract, named once in hpo/study.py.
+from hpo.study import FINISHED, OUTCOMES  # noqa: F401  (OUTCOMES: tables.py and figures.py import it here)
+
 
 class AnalysisError(Exception):
     """A folder that cannot be analysed; the message is one paragraph for a person."""
 
 
-# In the order the report lists them; the first three have numbers to compare.
-OUTCOMES = ("completed", "stopped_early", "diverged", "failed", "interrupted", "running", "pending")
-FINISHED = ("completed", "stopped_early", "diverged")
 # For reports written before `outcome` existed.
 STATUS_OUTCOME = {"TERMINATED": "completed", "ERROR": "failed", "RUNNING": "running",
                   "PAUSED": "running", "PENDING": "pending"}

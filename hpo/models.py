@@ -38,8 +38,9 @@ def _choice(option: str, value, allowed) -> object:
     return value
 
 
-def _positive_int(option: str, value) -> int:
-    # Search spaces may hand over floats (2.0) or numpy ints; accept any whole positive number.
+def _whole_count(option: str, value) -> int:
+    """A model option counted in whole units (feature maps): unlike a space key's integer check (hpo.study),
+    2.0 or a numpy int passes, as searchers hand those over."""
     try:
         ok = int(value) == value and int(value) >= 1
     except (TypeError, ValueError):
@@ -80,7 +81,7 @@ def fc2(in_channels, num_classes, image_size, *, feature_maps=8):
 
     feature_maps = n_hidden (8: 784->8->8->10, 6,442 parameters, about the same as mnist_cnn's 6,422).
     """
-    n = _positive_int("feature_maps", feature_maps)
+    n = _whole_count("feature_maps", feature_maps)
     return _seq(
         flatten=nn.Flatten(),
         fc1=nn.Linear(in_channels * image_size * image_size, n), relu1=nn.ReLU(),
@@ -94,7 +95,7 @@ def mnist_cnn(in_channels, num_classes, image_size, *, feature_maps=6):
 
     feature_maps = n_feature, the width of both convs (6: 6,422 parameters on MNIST).
     """
-    n = _positive_int("feature_maps", feature_maps)
+    n = _whole_count("feature_maps", feature_maps)
     s = (_conv(image_size, 5) // 2 - 4) // 2
     if s < 1:
         raise _too_small(image_size, 16, '"resize": 28')
@@ -112,7 +113,7 @@ def cifar_cnn(in_channels, num_classes, image_size, *, feature_maps=6):
 
     feature_maps = width of the first conv (6); the second scales with it (round(feature_maps*16/6), 16).
     """
-    n1 = _positive_int("feature_maps", feature_maps)
+    n1 = _whole_count("feature_maps", feature_maps)
     n2 = max(1, round(n1 * 16 / 6))
     s = (_conv(image_size, 5) // 2 - 4) // 2
     if s < 1:
@@ -137,7 +138,7 @@ def mnist_net(in_channels, num_classes, image_size, *, feature_maps=10, dropout=
     feature_maps = width of the first conv (10; the second is twice that). dropout is both the Dropout2d
     and the fc dropout probability (0.5 in the example).
     """
-    n = _positive_int("feature_maps", feature_maps)
+    n = _whole_count("feature_maps", feature_maps)
     p = _probability("dropout", dropout)
     s = (_conv(image_size, 5) // 2 - 4) // 2
     if s < 1:
@@ -167,7 +168,7 @@ def lenet5(in_channels, num_classes, image_size, *, activation="relu", pooling="
     pool = POOLINGS[_choice("pooling", pooling, list(POOLINGS))]
     _choice("init", init, ["default", "xavier"])
     p = _probability("dropout", dropout)
-    n1 = _positive_int("feature_maps", feature_maps)
+    n1 = _whole_count("feature_maps", feature_maps)
     n2 = max(1, round(n1 * 16 / 6))
     s = (image_size // 2 - 4) // 2  # conv1 keeps the size (pad 2): 28 -> 14 -> 10 -> 5; 32 -> 16 -> 12 -> 6
     if s < 1:
@@ -202,7 +203,7 @@ def downsample_net(in_channels, num_classes, image_size, *, downsample="conv", f
     output logits (a bug that caps what the net can express; kept to reproduce its numbers).
     """
     _choice("downsample", downsample, ["conv", "pool"])
-    n = _positive_int("feature_maps", feature_maps)
+    n = _whole_count("feature_maps", feature_maps)
     if image_size % 4:
         raise HpoError(f"needs an image size divisible by 4, got {image_size}: set `resize` in the study's space, "
                        f"e.g. \"resize\": {image_size // 4 * 4 + 4}.")
@@ -253,9 +254,9 @@ def vgg(in_channels, num_classes, image_size, *, cfg="A", batch_norm=True, featu
     """
     layout = VGG_CFGS[_choice("cfg", cfg, list(VGG_CFGS))]
     _choice("batch_norm", batch_norm, [True, False])
-    w = _positive_int("feature_maps", feature_maps)
+    w = _whole_count("feature_maps", feature_maps)
     p = _probability("dropout", dropout)
-    hidden = _positive_int("classifier_width", classifier_width)
+    hidden = _whole_count("classifier_width", classifier_width)
     if image_size < 32:  # five 2x2 max pools: the final map would vanish
         raise _too_small(image_size, 32, '"resize": 32 (or 224 for write-up 004\'s 4096-wide classifier)')
     layers, c = [], in_channels

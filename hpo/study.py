@@ -330,8 +330,6 @@ class Study:
     def _check_models_build(self) -> None:
         """Build every model variant the space can ask for on PyTorch's meta device (no memory,
         no compute), so a bad option value or an image too small for the model fails now."""
-        import torch
-
         from hpo.data import dataset_info
         from hpo.models import check_build, model_options
 

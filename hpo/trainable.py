@@ -239,7 +239,7 @@ class GraphedStep:
         self.index = torch.zeros(batch_size, dtype=torch.long, device=trial.device)
         self.loss_sum = torch.zeros((), device=trial.device)
         self.correct = torch.zeros((), dtype=torch.long, device=trial.device)
-        self.graph, self.steps = None, 0
+        self.graph, self.steps, self.failed = None, 0, False
 
     def step(self, index) -> None:
         """The work of one step (what the graph holds); gradients start from None or zero."""
@@ -258,7 +258,10 @@ class GraphedStep:
 
     def full_batch(self) -> None:
         optimizer = self.trial.optimizer
-        if self.graph is not None:
+        if self.failed:
+            optimizer.zero_grad(set_to_none=True)
+            self.step(self.index)
+        elif self.graph is not None:
             self.graph.replay()
         elif self.steps < self.WARMUP_STEPS:
             side = torch.cuda.Stream()
@@ -272,11 +275,23 @@ class GraphedStep:
             # overwrites them, so the graph needs no zero_grad of its own.
             optimizer.zero_grad(set_to_none=True)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
+            try:
+                with torch.cuda.graph(graph):
+                    self.step(self.index)
+            except Exception as e:  # an operation that cannot be captured: this trial trains eagerly
+                self.fall_back(f"capture failed: {type(e).__name__}: {' '.join(str(e).split())[:200]}")
+                optimizer.zero_grad(set_to_none=True)
                 self.step(self.index)
+                return
             self.graph = graph
             graph.replay()  # capturing records the step; the replay runs it for this batch
         self.steps += 1
+
+    def fall_back(self, reason: str) -> None:
+        """From now on this trial's steps run eagerly (`step` without the graph)."""
+        print(f"cuda_graphs: this trial trains eagerly: {reason}", flush=True)
+        self.failed, self.trial.step_mode = True, f"eager ({reason})"
+        torch.cuda.synchronize()
 
     def train_one_epoch(self) -> dict:
         t, split = self.trial, self.trial.data.train

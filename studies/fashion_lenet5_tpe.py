@@ -33,12 +33,9 @@ study = Study(
         "normalize": [0.5, 0.5],
     },
     epochs=15,
-    metric="val_acc",
-    mode="max",
     search="optuna",
     scheduler="asha",
     num_samples=20,
     time_budget_min=30,
     grace_period=3,
-    reduction_factor=3,
 )

@@ -21,9 +21,5 @@ study = Study(
         "optimizer": "sgd",
     },
     epochs=10,
-    metric="val_acc",
-    mode="max",
-    search="grid",
-    scheduler="fifo",
     seeds=3,
 )

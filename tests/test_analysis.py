@@ -67,7 +67,7 @@ def write_study(folder: Path, trials: list[tuple[dict, list[dict]]], *, varied: 
     pd.DataFrame([t[0] for t in trials]).to_csv(report / "trials.csv", index=False)
     pd.DataFrame([r for t in trials for r in t[1]]).to_csv(report / "epochs.csv", index=False)
     study = {"name": folder.name, "dataset": "mnist", "model": "downsample_net",
-             "space": {k: f"grid_search(...)" for k in varied}, "epochs": 4, "metric": metric, "mode": mode,
+             "space": {k: "grid_search(...)" for k in varied}, "epochs": 4, "metric": metric, "mode": mode,
              "search": search, "scheduler": scheduler, "num_samples": 1, "seeds": 3}
     (report / "study.json").write_text(json.dumps({
         "study": study, "varied_keys": varied, "study_file": f"studies/{folder.name}.py",
