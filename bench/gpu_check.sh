@@ -13,7 +13,7 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 echo "== bench --parts gpu --quick (no Ray)"
 "${run[@]}" -m bench --parts gpu --quick --out "$out/gpu.json" --history ''
 
-echo "== the same TPE + ASHA study, 45 s budget, 16 trial slots: Ray Tune's default vs every slot busy"
+echo "== the same TPE + ASHA study, 45 s budget, 1/16 GPU per trial: Ray Tune's default vs every slot busy"
 for side in ray_default all_slots; do
   extra=(); [ "$side" = ray_default ] && extra=(--max-concurrent 0)
   "${run[@]}" -m hpo.run studies/fashion_lenet5_tpe.py --results "$out/$side" --overwrite --no-analysis \

@@ -7,6 +7,7 @@ trials.csv names each trial's latest one (`checkpoint`, relative to the study fo
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -37,7 +38,9 @@ def load_newest_readable(checkpoint_dir) -> dict:
     try:
         return load_state(checkpoint_dir)
     except HpoError as damaged:
-        for older in sorted(Path(checkpoint_dir).parent.glob("checkpoint_*"), reverse=True):
+        if not re.fullmatch(r"checkpoint_\d{6}", Path(checkpoint_dir).name):
+            raise  # a downloaded copy (s3://...) in a temporary folder: its neighbours are not this trial's
+        for older in sorted(Path(checkpoint_dir).parent.glob("checkpoint_[0-9]*"), reverse=True):
             if older.resolve() == Path(checkpoint_dir).resolve():
                 continue
             try:

@@ -84,10 +84,15 @@ class ProgressView(tune.Callback):
         self.trials = trials
         if self.display is not None:
             self.display.update(self.render())
-            self.display.stop()
-            self.display = None
         elif not self.verbose:
             self.show(force=True)
+        self.close()
+
+    def close(self) -> None:
+        """Give the terminal back (also when a second Ctrl-C ends the run without on_experiment_end)."""
+        if self.display is not None:
+            self.display.stop()
+            self.display = None
 
     # -- what is shown ------------------------------------------------------
     def total(self, trials) -> int:

@@ -70,13 +70,17 @@ def error_line(trial) -> str:
     return (trial.last_result or {}).get("error") or ""
 
 
-def earlier_final_outcomes(trials_csv: Path) -> dict[str, str]:
+def earlier_final_outcomes(trials_csv: Path, mirrored: str | None = None) -> dict[str, str]:
     """Trial outcomes a resumed study's earlier run found final (finished or failed): Ray Tune restores
-    those trials, but not whether it completed them or the experiment's end cut them."""
-    if not trials_csv.exists():
+    those trials, but not whether it completed them or the experiment's end cut them. `mirrored`: the
+    copy in s3://-like storage, for a resume on another machine."""
+    import io
+
+    text = trials_csv.read_text() if trials_csv.exists() else (mirrored and storage.read_text(mirrored))
+    if not text:
         return {}
     try:
-        table = pd.read_csv(trials_csv, usecols=["trial_id", "outcome"], dtype=str)
+        table = pd.read_csv(io.StringIO(text), usecols=["trial_id", "outcome"], dtype=str)
     except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError):
         return {}
     final = table[table["outcome"].isin([*FINISHED, "failed"])]
@@ -136,7 +140,8 @@ class ReportWriter(tune.Callback):
     def setup(self, **info):
         # Resuming: keep what the earlier run reported (nothing is found for a new experiment).
         self.history = read_result_files(self.experiment_path)
-        self.final = earlier_final_outcomes(self.report_dir / "trials.csv")
+        self.final = earlier_final_outcomes(self.report_dir / "trials.csv",
+                                            self.mirror and f"{self.mirror}/trials.csv")
         self.meta["ended"] = None
         if not (self.report_dir / "study.json").exists():  # a resumed run keeps its report until it has news
             self.write_study_json()  # from the start: it records what this run was started with (--resume checks)

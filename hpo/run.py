@@ -67,6 +67,11 @@ class RunOptions:
         options += [f"--data-dir {self.data_dir}"] if self.data_dir else []
         options += [f"--set {s}" for s in self.overrides] + (["--smoke"] if self.smoke else [])
         options += [f"--log {t}" for t in self.trackers]
+        # what a trial gets: a resume without them would pack trials differently onto the GPUs
+        options += [f"--cpus-per-trial {self.cpus_per_trial:g}"] if self.cpus_per_trial != 1 else []
+        options += [f"--gpus-per-trial {self.gpus_per_trial:g}"] if self.gpus_per_trial is not None else []
+        options += [f"--max-concurrent {self.max_concurrent}"] if self.max_concurrent is not None else []
+        options += [f"--max-failures {self.max_failures}"] if self.max_failures != 2 else []
         return " ".join(["python -m hpo.run", self.study_file, *(["--resume"] if resume else []), *options])
 
 
@@ -377,7 +382,7 @@ def check_resumable(p: Plan) -> None:
     then = {"study": {k: v for k, v in earlier.get("study", {}).items() if k != "description"},
             "smoke": bool(earlier.get("smoke")),
             "data": earlier.get("data") and {k: earlier["data"].get(k) for k in now["data"]}}
-    if not then["data"] or not p.data.get("train_images"):
+    if not (then["data"] or {}).get("train_images") or not p.data.get("train_images"):
         then.pop("data"), now.pop("data")  # reports before this record, or a cluster (the driver reads no data)
     differences = list(_differences(then, now))
     if differences:
@@ -464,9 +469,11 @@ def build_tuner(p: Plan, trainable, callbacks=()):
         return tuner
     space = dict(study.space)
     # Optuna's record of the search beside the report: `optuna-dashboard <study folder>/optuna.journal`.
+    # Not with s3://-like storage: the journal would stay on this machine, and a resume elsewhere would
+    # restore a search that points at a file it does not have.
+    journal = None if storage.is_uri(p.storage_path) else p.study_dir / "optuna.journal"
     p.study_dir.mkdir(parents=True, exist_ok=True)
-    search_alg, num_samples = SEARCHES[study.search].build(study, space, options.max_concurrent,
-                                                           journal=p.study_dir / "optuna.journal")
+    search_alg, num_samples = SEARCHES[study.search].build(study, space, options.max_concurrent, journal=journal)
     # Ray Tune gives a searcher other than its own variant generator ONE pending trial at a time unless
     # max_concurrent_trials is set (tune_controller._get_max_pending_trials): new trials then start one
     # actor start-up apart and most slots stay idle (an H100 with 16 slots ran 1.7-4.3 trials at once).
@@ -587,8 +594,8 @@ def execute(p: Plan) -> int:
         writer = report_writer(p)
         from hpo.progress import ProgressView
         live = [LiveReport(p.study_dir, options.live_report_s)] if options.analysis and options.live_report_s else []
-        tuner = build_tuner(p, tune_trainable,
-                            [writer, ProgressView(study, verbose=options.verbose), *live, *trackers])
+        progress = ProgressView(study, verbose=options.verbose)
+        tuner = build_tuner(p, tune_trainable, [writer, progress, *live, *trackers])
         # SIGTERM (SLURM, docker stop, timeout) stops as Ctrl-C does: Ray Tune's SIGINT handler while it
         # runs (a clean stop, state saved), KeyboardInterrupt outside it.
         signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
@@ -609,10 +616,12 @@ def execute(p: Plan) -> int:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             for callback in live:
                 callback.stop()
-    if options.analysis and not full:
-        analyse(p.study_dir)
-    if storage.is_uri(p.storage_path) and not full:  # next to the experiment, with the analysis's tables and figures
-        storage.upload(p.study_dir / "report", f"{p.storage_path}/report")
+            progress.close()
+        # Still under the lock: a --resume or --overwrite started now must not race the report's last writes.
+        if options.analysis and not full:
+            analyse(p.study_dir)
+        if storage.is_uri(p.storage_path) and not full:  # beside the experiment, with the analysis's files
+            storage.upload(p.study_dir / "report", f"{p.storage_path}/report")
     trials = writer.counts
     if interrupted:
         reason = (f"The disk is full ({' '.join(str(full).split())[:200]}): the study stopped. Free some space, then "

@@ -165,14 +165,17 @@ class Trial:
     def load_state(self, state: dict) -> None:
         self.epoch = state["epoch"]
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        for group in self.optimizer.param_groups:  # a checkpoint from another device or mode: as this one does
-            if "fused" in group:
-                group["fused"] = self.fused
-            if self.graph_step is not None:
+        # A checkpoint from another device or mode: its groups take this trial's flags before torch loads
+        # it (torch moves a state's `step` to the device only for a fused or capturable group).
+        saved = {**state["optimizer"], "param_groups": [dict(g) for g in state["optimizer"]["param_groups"]]}
+        for group, ours in zip(saved["param_groups"], self.optimizer.param_groups):
+            for flag in ("fused", "capturable"):
+                if flag in ours:
+                    group[flag] = ours[flag]
+        self.optimizer.load_state_dict(saved)
+        if self.graph_step is not None:  # replays read the learning rate from the device
+            for group in self.optimizer.param_groups:
                 group["lr"] = torch.tensor(float(group["lr"]), device=self.device)
-                if "capturable" in group:
-                    group["capturable"] = True
         self.scheduler.load_state_dict(state["scheduler"])
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
@@ -322,12 +325,18 @@ def train_epochs(config: dict, settings: RunSettings, state: dict | None = None,
     if state is not None:
         trial.load_state(state)
     params = trial.params()
-    while trial.epoch < settings.epochs:
-        metrics = trial.run_epoch()
-        metrics["params"] = params
-        yield metrics, trial
-        if metrics.get("diverged"):
-            return
+    try:
+        while trial.epoch < settings.epochs:
+            metrics = trial.run_epoch()
+            metrics["params"] = params
+            yield metrics, trial
+            if metrics.get("diverged"):
+                return
+    finally:
+        # Trial and GraphedStep point at each other: without this, a finished trial's data, model and
+        # graph stay on the GPU until a full garbage collection, and the next trial of a reused actor
+        # may run out of memory.
+        trial.graph_step = None
 
 
 def out_of_memory(error: BaseException) -> bool:
@@ -363,7 +372,8 @@ def tune_trainable(config: dict, settings: RunSettings) -> None:
             raise
         else:
             error = f"the same error on a retry, at epoch {epoch + 1}: {error}"
-        tune.report({**dict.fromkeys(METRICS, math.nan), "epoch": epoch, "error": error, "node": _node_id()})
+        tune.report({**dict.fromkeys(METRICS, math.nan), "params": math.nan, "epoch": epoch, "error": error,
+                     "node": _node_id()})
 
 
 def _seen_before(error: str, epoch: int) -> bool:

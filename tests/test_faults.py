@@ -307,3 +307,37 @@ def test_multi_objective_studies_are_checked(extra, expected, tmp_path, capsys):
     path = study_file(tmp_path, space='{"lr": tune.loguniform(1e-3, 1e-1)}', extra=extra)
     code, output = run_cli(capsys, path, "--results", tmp_path / "r")
     assert code == 2 and expected in output, output
+
+
+def test_the_resume_command_keeps_what_each_trial_gets():
+    options = RunOptions("s.py", results="r", cpus_per_trial=2, gpus_per_trial=0.5, max_concurrent=4,
+                         max_failures=0, overrides=("lr=0.1",), smoke=True)
+    assert options.command(resume=True) == ("python -m hpo.run s.py --resume --results r --set lr=0.1 --smoke "
+                                            "--cpus-per-trial 2 --gpus-per-trial 0.5 --max-concurrent 4 "
+                                            "--max-failures 0")
+    assert RunOptions("s.py").command() == "python -m hpo.run s.py"
+
+
+def test_a_study_started_on_a_cluster_resumes_locally(tmp_path, fake_mnist_dir):
+    """On a cluster the driver reads no data (no image counts recorded): that is no difference."""
+    from hpo.run import check_resumable
+
+    p = plan(RunOptions(str(study_file(tmp_path)), results=str(tmp_path / "r"), data_dir=str(fake_mnist_dir)))
+    study_dir = fake_started_run(p)
+    record = json.loads((study_dir / "report" / "study.json").read_text())
+    record["data"] = {"dataset": "mnist", "train_images": None, "test_images": None}
+    (study_dir / "report" / "study.json").write_text(json.dumps(record))
+    check_resumable(p)  # no HpoError
+
+
+def test_a_damaged_download_never_falls_back_to_another_folder_s_checkpoint(tmp_path):
+    """A checkpoint from s3:// is downloaded to a temporary folder: its neighbours are other trials'."""
+    from hpo import HpoError
+    from hpo.checkpoints import load_newest_readable, save_state
+
+    (tmp_path / "checkpoint_000003").mkdir()
+    save_state({"epoch": 3, "config": {"lr": 9}}, tmp_path / "checkpoint_000003")  # another trial's
+    (tmp_path / "checkpoint_tmp_1f2e").mkdir()
+    (tmp_path / "checkpoint_tmp_1f2e" / "state.pt").write_bytes(b"cut")
+    with pytest.raises(HpoError, match="checkpoint_tmp_1f2e"):
+        load_newest_readable(tmp_path / "checkpoint_tmp_1f2e")
