@@ -525,16 +525,13 @@ def relocate_search_state(p: Plan) -> None:
     if not old or old == p.storage_path:
         return
     import ray.cloudpickle as cloudpickle
-    from ray.train._internal.storage import StorageContext
 
     def relocate(obj, seen, depth=0) -> bool:
-        """Rewrites paths under the old folder in place; whether it changed any."""
+        """Rewrites strings under the old folder in place (a StorageContext's storage_fs_path, Optuna's
+        journal path); whether it changed any."""
         if id(obj) in seen or depth > 12:
             return False
         seen.add(id(obj))
-        if isinstance(obj, StorageContext) and obj.storage_fs_path == old:
-            obj.storage_fs_path = p.storage_path
-            return True
         items = (obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list)
                  else vars(obj).items() if hasattr(obj, "__dict__") and not isinstance(obj, type) else ())
         changed = False
