@@ -16,11 +16,12 @@ from analysis.load import AnalysisError, load
 __all__ = ["AnalysisError", "analyse"]
 
 
-def analyse(study_dir: Path, log=print, live: bool = False) -> Path:
+def analyse(study_dir: Path, log=print, live: bool = False, trust: bool = False) -> Path:
     """Write the report of the study in `study_dir` (results/<study>); return its report folder.
+    `trust`: unpickle a study-file model class from the folder for the checkpoint figures (hpo.checkpoints).
 
     Raises AnalysisError, with a message for a person, for a folder that is not a study."""
     data = load(Path(study_dir))
     from analysis.sections import write_report  # scipy, matplotlib, seaborn: only once there is a study
 
-    return write_report(data, log, live)
+    return write_report(data, log, live, trust)

@@ -17,9 +17,13 @@ def main(argv=None) -> int:
     parser.add_argument("--live", action="store_true",
                         help="a report of a study that is still running: a banner, the page reloads itself, "
                              "no figures from checkpoints (hpo.run writes one about once a minute)")
+    parser.add_argument("--trust", action="store_true",
+                        help="the folder comes from someone you trust: load a model class pickled from its study "
+                             "file (study_code.pt) for the figures from the best checkpoint; without it those "
+                             "figures are left out with a note, since unpickling runs code from the folder")
     args = parser.parse_args(argv)
     try:
-        analyse(args.study_dir, live=args.live)
+        analyse(args.study_dir, live=args.live, trust=args.trust)
     except AnalysisError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

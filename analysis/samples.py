@@ -36,8 +36,9 @@ def checkpoint_dir(data: StudyData, trial) -> Path | None:
     return data.dir / relative
 
 
-def load_best(data: StudyData):
-    """(model, config, test images as the model sees them, the same images for display, labels, class names)."""
+def load_best(data: StudyData, trust: bool = False):
+    """(model, config, test images as the model sees them, the same images for display, labels, class names).
+    `trust`: a study-file model class may be unpickled from the folder (hpo.checkpoints.load_model)."""
     best = best_trial(data)
     trial_id = str(best["trial_id"])
     folder = checkpoint_dir(data, best)
@@ -52,7 +53,7 @@ def load_best(data: StudyData):
         from hpo.data import load_data, pixel_permutation
         from hpo.checkpoints import load_model
 
-        model, config = load_model(folder)
+        model, config = load_model(folder, trust)
         data_ = load_data(config["dataset"], data_dir=config.get("data_dir"), max_eval=64)
         info, test = data_.info, data_.test  # every dataset form (hpo.data.dataset_info): its classes, mean, std
         permutation = pixel_permutation(info.size * info.size) if config.get("permute_pixels") else None

@@ -23,7 +23,7 @@ LOW_UTILISATION = 0.7  # below it, the overview says why trial slots may have st
 LIVE_REFRESH_S = 60  # a live report's page reloads itself this often (hpo.run rewrites it about as often)
 
 
-def write_report(data: StudyData, log, live: bool = False) -> Path:
+def write_report(data: StudyData, log, live: bool = False, trust: bool = False) -> Path:
     """Write report.md, tables.xlsx, report.html and figures/*.png; return the report folder.
     `live`: the study is still running: a banner, a page that reloads itself, no checkpoint figures."""
     out = data.report_dir
@@ -38,7 +38,7 @@ def write_report(data: StudyData, log, live: bool = False) -> Path:
     sections += [_configs_section(data, configs, pairwise), _effects_section(data, configs, figure_dir, log),
                  _cost_section(data, figure_dir, log), _curves_section(data, figure_dir, log)]
     if not live:  # loading a checkpoint and the data takes seconds: the final report has them
-        sections.append(_best_trial_section(data, figure_dir, log))
+        sections.append(_best_trial_section(data, figure_dir, log, trust))
     sections.append(_notes_section(data))
     sections.append(_definition_section(data))
     sections = [s for s in sections if s.paragraphs or s.tables or s.figures]
@@ -350,10 +350,10 @@ def _search_section(data: StudyData, figure_dir: Path, log) -> Section:
     return section
 
 
-def _best_trial_section(data: StudyData, figure_dir: Path, log) -> Section:
+def _best_trial_section(data: StudyData, figure_dir: Path, log, trust: bool) -> Section:
     section = Section("The best trial's predictions and feature maps")
     try:
-        loaded = samples.load_best(data)
+        loaded = samples.load_best(data, trust)
     except Skipped as e:
         data.notes.append(str(e))
         return section

@@ -249,6 +249,7 @@ class ReportWriter(tune.Callback):
             row["time_s"] = frame["epoch_time_s"].sum() if "epoch_time_s" in frame else 0.0
             row["node"] = last.get("node", "")
             row["checkpoint"] = checkpoint_path(trial)
+            row["note"] = " ".join(r["note"] for e, r in sorted(epochs.items()) if r.get("note"))
             started, ended = self.times.get(trial.trial_id, (None, None))
             row["started_s"] = round(started - self.start_time, 2) if started else math.nan  # since this run began
             row["ended_s"] = round(ended - self.start_time, 2) if ended else math.nan
@@ -291,7 +292,8 @@ class LiveReport(tune.Callback):
         self.last = time.monotonic()
         self.process = subprocess.Popen([sys.executable, "-m", "analysis", str(self.study_dir), "--live"],
                                         cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL)
+                                        stderr=subprocess.DEVNULL,
+                                        start_new_session=True)  # a signal to hpo.run's group is the driver's
 
     def on_experiment_end(self, trials, **info):
         self.stop()

@@ -19,10 +19,12 @@ import json
 import math
 import os
 import runpy
+import shlex
 import shutil
 import signal
 import subprocess
 import sys
+import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,19 +62,19 @@ class RunOptions:
         return self.address or os.environ.get("RAY_ADDRESS")
 
     def command(self, resume: bool = False) -> str:
-        """The command line that runs (or, with resume, continues) this study."""
-        options = [f"--results {self.results}"] if self.results != "results" else []
-        options += [f"--storage {self.storage}"] if self.storage else []
-        options += [f"--address {self.address}"] if self.address else []
-        options += [f"--data-dir {self.data_dir}"] if self.data_dir else []
-        options += [f"--set {s}" for s in self.overrides] + (["--smoke"] if self.smoke else [])
-        options += [f"--log {t}" for t in self.trackers]
+        """The command line that runs (or, with resume, continues) this study, quoted for a shell."""
+        options = ["--results", self.results] if self.results != "results" else []
+        options += ["--storage", self.storage] if self.storage else []
+        options += ["--address", self.address] if self.address else []
+        options += ["--data-dir", self.data_dir] if self.data_dir else []
+        options += [a for s in self.overrides for a in ("--set", s)] + (["--smoke"] if self.smoke else [])
+        options += [a for t in self.trackers for a in ("--log", t)]
         # what a trial gets: a resume without them would pack trials differently onto the GPUs
-        options += [f"--cpus-per-trial {self.cpus_per_trial:g}"] if self.cpus_per_trial != 1 else []
-        options += [f"--gpus-per-trial {self.gpus_per_trial:g}"] if self.gpus_per_trial is not None else []
-        options += [f"--max-concurrent {self.max_concurrent}"] if self.max_concurrent is not None else []
-        options += [f"--max-failures {self.max_failures}"] if self.max_failures != 2 else []
-        return " ".join(["python -m hpo.run", self.study_file, *(["--resume"] if resume else []), *options])
+        options += ["--cpus-per-trial", f"{self.cpus_per_trial:g}"] if self.cpus_per_trial != 1 else []
+        options += ["--gpus-per-trial", f"{self.gpus_per_trial:g}"] if self.gpus_per_trial is not None else []
+        options += ["--max-concurrent", str(self.max_concurrent)] if self.max_concurrent is not None else []
+        options += ["--max-failures", str(self.max_failures)] if self.max_failures != 2 else []
+        return shlex.join(["python", "-m", "hpo.run", self.study_file, *(["--resume"] if resume else []), *options])
 
 
 def parse_args(argv=None) -> RunOptions:
@@ -406,6 +408,8 @@ def start_ray(options: RunOptions):
 
     env.keep_ray_on_loopback(options.cluster_address)
     import ray
+
+    from hpo.ray_workarounds import processes_in_own_session
     address = options.cluster_address
     quiet = {"log_to_driver": False, "logging_level": logging.ERROR}  # our own progress lines say what happens
     if address:
@@ -416,8 +420,10 @@ def start_ray(options: RunOptions):
         ray.init(address=address, runtime_env=runtime_env, **quiet)
     else:
         # "local": a new Ray of our own, even where `ray start` left its address in /tmp/ray for
-        # ray.init() to join.
-        ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1", **quiet)
+        # ray.init() to join. Its processes out of our process group: a signal to the group reaches
+        # this driver only, which stops them cleanly (StopSignals).
+        with processes_in_own_session():
+            ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1", **quiet)
     return ray
 
 
@@ -570,18 +576,64 @@ def disk_full(error: BaseException | None) -> bool:
     return False
 
 
+class StopSignals:
+    """Ctrl-C, SIGTERM (Slurm's time limit and scancel, systemd, docker stop, GNU timeout) and SIGHUP (a
+    closed terminal, an ssh drop) stop the study the same way: Ray Tune's SIGINT handler while it runs (a
+    clean stop, its state saved; Ray Tune then puts this handler back), KeyboardInterrupt outside it.
+    Repeats within REPEAT_S of the last are one signal: timeout signals the driver and then its group,
+    and a second SIGINT would cut Ray Tune's clean stop short."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    REPEAT_S = 2.0
+
+    def __init__(self):
+        self.received: list[str] = []  # the names of the signals acted on
+        self.last = -math.inf
+
+    def __enter__(self):
+        self.previous = {s: signal.getsignal(s) for s in self.SIGNALS}
+        self.install()
+        return self
+
+    def install(self) -> None:
+        """Ours again: ray.init puts a C++ SIGTERM handler of Ray's in the driver (it logs the signal and
+        exits 15), and Ray Tune leaves its SIGINT handler behind when nothing stopped it."""
+        for s in self.SIGNALS:
+            signal.signal(s, self._stop)
+
+    def __exit__(self, *exc):
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+    def _stop(self, signum, frame):
+        now = time.monotonic()
+        if now - self.last < self.REPEAT_S:
+            return
+        self.last = now
+        self.received.append(signal.Signals(signum).name)
+        if signum == signal.SIGHUP and os.isatty(1):  # the terminal is gone: a write to it would raise
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1)
+            os.dup2(devnull, 2)
+        if signal.getsignal(signal.SIGINT) == self._stop:  # outside Ray Tune's fit
+            raise KeyboardInterrupt
+        signal.raise_signal(signal.SIGINT)  # to Ray Tune's handler
+
+
 def execute(p: Plan) -> int:
     """Run a planned study to its end (or a clean stop); returns the exit status."""
     from hpo.report import LiveReport
     from hpo.trainable import tune_trainable
 
     options, study = p.options, p.study
-    with StudyLock(p.lock_path):
+    # From here Ctrl-C, SIGTERM and SIGHUP stop the study cleanly (StopSignals).
+    with StudyLock(p.lock_path), StopSignals() as stop:
         prepare_study_dir(p)
         print(f"Study {study.name}: {study.num_trials()} trials of at most {study.epochs} epochs "
               f"({study.search} search, {study.scheduler} scheduler) -> {p.study_dir}", flush=True)
         trackers = tracker_callbacks(p)
         start_ray(options)
+        stop.install()
         resources = trial_resources(options)
         if options.cluster_address:
             warn_if_cluster_too_small(resources)
@@ -593,16 +645,12 @@ def execute(p: Plan) -> int:
         live = [LiveReport(p.study_dir, options.live_report_s)] if options.analysis and options.live_report_s else []
         progress = ProgressView(study, verbose=options.verbose)
         tuner = build_tuner(p, tune_trainable, [writer, progress, *live, *trackers])
-        # SIGTERM (SLURM, docker stop, timeout) stops as Ctrl-C does: Ray Tune's SIGINT handler while it
-        # runs (a clean stop, state saved), KeyboardInterrupt outside it.
-        signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
-        handler = signal.getsignal(signal.SIGINT)
         full = None
         try:
             tuner.fit()
             # Ray Tune turns a first Ctrl-C into a clean stop (state saved) and returns; its
-            # handler then puts the previous one back, which is how we can tell.
-            interrupted = signal.getsignal(signal.SIGINT) is handler
+            # handler then puts the previous one (ours) back, which is how we can tell.
+            interrupted = signal.getsignal(signal.SIGINT) == stop._stop
         except KeyboardInterrupt:
             interrupted = True
         except Exception as e:
@@ -610,22 +658,25 @@ def execute(p: Plan) -> int:
                 raise
             full, interrupted = e, True
         finally:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            stop.install()
             for callback in live:
                 callback.stop()
             progress.close()
+        if interrupted:  # before the analysis, so that a scheduler's SIGKILL after its grace time loses nothing
+            by = f" by {stop.received[0]}" if stop.received else ""
+            reason = (f"The disk is full ({' '.join(str(full).split())[:200]}): the study stopped. Once there is "
+                      "space again, continue" if full else f"Stopped{by} before the end. Continue")
+            print(f"\n{reason} with: {options.command(resume=True)}", flush=True)
         # Still under the lock: a --resume or --overwrite started now must not race the report's last writes.
-        if options.analysis and not full:
-            analyse(p.study_dir)
+        analysed = not options.analysis or full or analyse(p.study_dir)
         if storage.is_uri(p.storage_path) and not full:  # beside the experiment, with the analysis's files
             storage.upload(p.study_dir / "report", f"{p.storage_path}/report")
     trials = writer.counts
     if interrupted:
-        reason = (f"The disk is full ({' '.join(str(full).split())[:200]}): the study stopped. Free some space, then "
-                  if full else "Stopped before the end. ")
-        print(f"\n{reason}The report has what finished: {p.study_dir / 'report'}\n"
-              f"Continue with: {options.command(resume=True)}", flush=True)
+        print(f"The report has what finished: {p.study_dir / 'report'}", flush=True)
         return 1 if full else 130
+    if not analysed:
+        return 130
     unfinished = trials["total"] - sum(trials[k] for k in (*FINISHED, "failed"))
     budget = (f", {unfinished} not finished when the {study.time_budget_min:g}-minute time budget ran out"
               if study.time_budget_min and unfinished else "")
@@ -633,20 +684,31 @@ def execute(p: Plan) -> int:
         print(f"note: the trial slots were busy {writer.utilisation:.0%} of the time ({p.slots} slots). Likely "
               "reasons: trials shorter than a Ray actor's start-up (a few seconds), fewer trials than slots, "
               "or a --max-concurrent below the slots. See the timeline in the report.", flush=True)
+    cut = f", {trials['interrupted']} interrupted" if trials["interrupted"] else ""
     print(f"Done: {trials['completed']} trials completed, {trials['stopped_early']} stopped early, "
-          f"{trials['diverged']} diverged, {trials['failed']} failed{budget}. Report: {p.study_dir / 'report'}",
+          f"{trials['diverged']} diverged, {trials['failed']} failed{cut}{budget}. Report: {p.study_dir / 'report'}",
           flush=True)
     return 0
 
 
-def analyse(study_dir: Path) -> None:
+def analyse(study_dir: Path) -> bool:
     """`python -m analysis` in its own process: the study's results are safe whatever it does, and
-    the toolkit's data flows one way (run -> report files -> analysis)."""
-    proc = subprocess.run([sys.executable, "-m", "analysis", str(study_dir)],
-                          cwd=Path(__file__).resolve().parents[1])
+    the toolkit's data flows one way (run -> report files -> analysis). --trust: the study-file model in
+    its checkpoints is the class this run was given and trained (hpo.checkpoints). In its own process
+    session: a signal to our group (a second Ctrl-C, a scheduler's SIGTERM) reaches this driver only,
+    which stops the analysis and says how to redo it. False when it was stopped."""
+    again = shlex.join(["python", "-m", "analysis", str(study_dir)])
+    try:
+        proc = subprocess.run([sys.executable, "-m", "analysis", str(study_dir), "--trust"],
+                              cwd=Path(__file__).resolve().parents[1], start_new_session=True)
+    except KeyboardInterrupt:  # subprocess.run has stopped it
+        print(f"\nThe analysis was stopped; the study's results are all kept. Write the report with: {again}",
+              file=sys.stderr, flush=True)
+        return False
     if proc.returncode != 0:
-        print(f"warning: the analysis failed (exit status {proc.returncode}); run it again with: "
-              f"python -m analysis {study_dir}", file=sys.stderr)
+        print(f"warning: the analysis failed (exit status {proc.returncode}); run it again with: {again}",
+              file=sys.stderr)
+    return True
 
 
 def main(argv=None) -> int:
@@ -655,6 +717,9 @@ def main(argv=None) -> int:
     except HpoError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # before Ray Tune ran (after, execute says what was kept)
+        print("\nStopped.", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -350,13 +350,15 @@ def tune_trainable(config: dict, settings: RunSettings) -> None:
     from ray import tune
 
     checkpoint = tune.get_checkpoint()
-    state = None
+    state, note = None, ""
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
-            state = checkpoints.load_newest_readable(d)
+            state, note = checkpoints.load_newest_readable(d)
     try:
         for metrics, trial in train_epochs(config, settings, state):
             metrics["node"] = _node_id()
+            if note:  # the damaged-checkpoint fallback: trials.csv's `note` (workers' stderr goes nowhere)
+                metrics["note"], note = note, ""
             with tempfile.TemporaryDirectory() as d:
                 checkpoints.save_state(trial.state(), d)
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
@@ -400,12 +402,13 @@ def _node_id() -> str:
     return ray.get_runtime_context().get_node_id()[:12]
 
 
-def load_trial_model(trial_dir: Path) -> tuple[torch.nn.Module, dict]:
-    """The model of a trial folder's latest checkpoint (eval mode, CPU) and its full config."""
+def load_trial_model(trial_dir: Path, trust: bool = False) -> tuple[torch.nn.Module, dict]:
+    """The model of a trial folder's latest checkpoint (eval mode, CPU) and its full config; a study-file
+    model class only with `trust` (hpo.checkpoints.load_model)."""
     checkpoint = checkpoints.latest(trial_dir)
     if checkpoint is None:
         raise HpoError(f"No checkpoint in {trial_dir}: the trial never finished an epoch.")
-    return checkpoints.load_model(checkpoint)
+    return checkpoints.load_model(checkpoint, trust)
 
 
 def main(argv=None) -> int:

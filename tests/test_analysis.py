@@ -283,8 +283,18 @@ def test_checkpoint_figures_from_a_real_trial(tmp_path, fake_mnist_dir):
     table = pd.read_csv(folder / "report" / "trials.csv")  # the report writer names each trial's checkpoint
     table["checkpoint"] = ["experiment/" + trial_dir.name + "/checkpoint_000000", ""]
     table.to_csv(folder / "report" / "trials.csv", index=False)
-    section = _best_trial_section(load(folder), tmp_path, log=lambda _: None)
+    section = _best_trial_section(load(folder), tmp_path, log=lambda _: None, trust=False)
     assert [p.name for p, _ in section.figures] == ["predictions.png", "feature_maps.png"]
+
+    # a folder from elsewhere whose checkpoint is a pickle that runs code: nothing runs, the report says why
+    class Payload:
+        def __reduce__(self):
+            return (Path(tmp_path / "ran").write_text, ("code from the results folder ran",))
+    torch.save({**trained.state(), "config": Payload()}, trial_dir / "checkpoint_000000" / "state.pt")
+    data = load(folder)
+    section = _best_trial_section(data, tmp_path, log=lambda _: None, trust=True)
+    assert not section.figures and not (tmp_path / "ran").exists()
+    assert "holds pickled objects other than tensors" in data.notes[-1], data.notes
     shutil.rmtree(trial_dir / "checkpoint_000000")
     with pytest.raises(Skipped, match="No checkpoint"):
         load_best(load(folder))

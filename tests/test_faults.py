@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from hpo import Study
-from hpo.run import RunOptions, StudyLock, disk_full, main, plan
+from hpo.run import RunOptions, StopSignals, StudyLock, disk_full, main, plan
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -210,10 +210,28 @@ def test_a_full_disk_is_recognised_through_the_errors_that_wrap_it():
 
 # ---------------------------------------------------------------- real runs
 
-def start(args, results: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "hpo.run", *map(str, args)], cwd=ROOT,
+def start(args, results: Path, prefix=()) -> subprocess.Popen:
+    """hpo.run (after `prefix`, e.g. GNU timeout) in a process group of its own, as a Slurm job step
+    or a terminal would start it: a signal to that group reaches no test process."""
+    return subprocess.Popen([*prefix, sys.executable, "-m", "hpo.run", *map(str, args)], cwd=ROOT,
                             env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def children(pid: int) -> list[int]:
+    """Every process below `pid` (Linux /proc)."""
+    try:
+        found = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+    return found + [d for c in found for d in children(c)]
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][0] != "Z"
+    except OSError:
+        return False
 
 
 def wait_for_a_finished_trial(driver, trials_csv: Path, timeout: float = 240) -> None:
@@ -233,10 +251,11 @@ def test_sigterm_stops_cleanly_and_a_moved_study_resumes_where_it_is(tmp_path, f
     driver = start([path, "--results", first, "--data-dir", fake_mnist_dir, "--max-concurrent", 1,
                     "--no-analysis", "--set", "epochs=15"], first)
     wait_for_a_finished_trial(driver, first / "moved" / "report" / "trials.csv")
-    driver.send_signal(signal.SIGTERM)
+    os.killpg(driver.pid, signal.SIGTERM)  # the whole group, as Slurm's time limit and scancel do
     output, _ = driver.communicate(timeout=180)
     assert driver.returncode == 130, output[-3000:]
     assert "Traceback" not in output and "--resume" in output and "--set epochs=15" in output
+    assert "Stopped by SIGTERM before the end" in output and "Failed to connect to GCS" not in output
 
     second = tmp_path / "second"
     shutil.copytree(first / "moved", second / "moved")
@@ -263,6 +282,74 @@ def test_sigterm_stops_cleanly_and_a_moved_study_resumes_where_it_is(tmp_path, f
     study_json = json.loads((second / "moved" / "report" / "study.json").read_text())
     assert str(second / "moved") in study_json["experiment_path"]
     assert all(isinstance(c, str) and (second / "moved" / c / "state.pt").is_file() for c in trials["checkpoint"])
+
+
+@pytest.mark.slow
+def test_a_hangup_through_gnu_timeout_stops_cleanly_and_a_second_ctrl_c_stops_only_the_analysis(
+        tmp_path, fake_mnist_dir):
+    """GNU timeout passes a signal it gets to the driver and then to its whole process group, as Slurm,
+    systemd and a closed terminal signal every process of a job. Ray's own processes live in another
+    session, so the driver stops them cleanly (and they end with it). A second Ctrl-C during the
+    end-of-study analysis stops the analysis only and says how to write the report."""
+    import threading
+
+    path = study_file(tmp_path, name="hangup", space='{"lr": tune.grid_search([0.01, 0.02, 0.03])}',
+                      extra=", seeds=1")
+    results = tmp_path / "r"
+    timeout = start([path, "--results", results, "--data-dir", fake_mnist_dir, "--max-concurrent", 1,
+                     "--set", "epochs=15"], results, prefix=("timeout", "600"))
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(timeout.stdout), daemon=True)
+    reader.start()
+    wait_for_a_finished_trial(timeout, results / "hangup" / "report" / "trials.csv")
+    driver, *ray_processes = children(timeout.pid)
+    names = {pid: Path(f"/proc/{pid}/comm").read_text().strip() for pid in ray_processes if alive(pid)}
+    assert {"gcs_server", "raylet"} <= set(names.values()), names
+    assert all(os.getsid(pid) != os.getsid(driver) for pid, name in names.items() if name == "gcs_server")
+
+    timeout.send_signal(signal.SIGHUP)
+    hung_up = time.monotonic()
+    deadline = hung_up + 120
+    while not any("Stopped by SIGHUP before the end" in line for line in lines):
+        assert time.monotonic() < deadline and timeout.poll() is None, "".join(lines)[-3000:]
+        time.sleep(0.2)
+    time.sleep(max(0.5, hung_up + StopSignals.REPEAT_S + 0.5 - time.monotonic()))  # the analysis has begun
+    os.kill(driver, signal.SIGINT)  # a second Ctrl-C
+    assert timeout.wait(timeout=120) == 130, "".join(lines)[-3000:]  # timeout passes the driver's status on
+    reader.join(timeout=10)
+    output = "".join(lines)
+    assert "Traceback" not in output and "Failed to connect to GCS" not in output, output[-3000:]
+    assert "hpo.run" in output and "--resume" in output and "--set epochs=15" in output
+    assert "The analysis was stopped" in output and f"python -m analysis {results / 'hangup'}" in output
+    trials = pd.read_csv(results / "hangup" / "report" / "trials.csv")
+    assert "completed" in set(trials["outcome"]) and set(trials["outcome"]) != {"completed"}
+    deadline = time.monotonic() + 30  # Ray's processes end with the driver, though not in its group
+    while any(alive(pid) for pid in names) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not [names[pid] for pid in names if alive(pid)]
+
+
+def test_stop_signals_are_ctrl_c_once_outside_ray_tune():
+    """SIGTERM and SIGHUP raise KeyboardInterrupt where Ray Tune's handler is not installed; a repeat
+    within REPEAT_S (GNU timeout signals the driver, then its group) is the same stop."""
+    with StopSignals() as stop:
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)
+        os.kill(os.getpid(), signal.SIGTERM)  # a repeat: ignored
+        time.sleep(0.2)
+        stop.last -= StopSignals.REPEAT_S
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGHUP)
+            time.sleep(1)
+        assert stop.received == ["SIGTERM", "SIGHUP"]
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def test_printed_commands_are_quoted_for_a_shell():
+    options = RunOptions("my studies/it's.py", results="results dir", overrides=("optimizer=sgd",))
+    assert options.command(resume=True) == \
+        "python -m hpo.run 'my studies/it'\"'\"'s.py' --resume --results 'results dir' --set optimizer=sgd"
 
 
 @pytest.mark.slow
@@ -336,7 +423,7 @@ def test_a_damaged_download_never_falls_back_to_another_folder_s_checkpoint(tmp_
     from hpo.checkpoints import load_newest_readable, save_state
 
     (tmp_path / "checkpoint_000003").mkdir()
-    save_state({"epoch": 3, "config": {"lr": 9}}, tmp_path / "checkpoint_000003")  # another trial's
+    save_state({"epoch": 3, "config": {"lr": 9}, "settings": {"model": "fc2"}}, tmp_path / "checkpoint_000003")  # another trial's
     (tmp_path / "checkpoint_tmp_1f2e").mkdir()
     (tmp_path / "checkpoint_tmp_1f2e" / "state.pt").write_bytes(b"cut")
     with pytest.raises(HpoError, match="checkpoint_tmp_1f2e"):

@@ -609,11 +609,18 @@ def test_own_models_in_a_real_study_on_an_npz_dataset(tmp_path, monkeypatch):
     assert meta["study"]["model"] == f"{study}:TinyNet"
     assert meta["study"]["space"]["model"] == {"grid_search": [f"{study}:TinyNet", "ownnets:small_cnn"]}
     assert meta["data"]["dataset"] == f"npz:{data}" and meta["data"]["train_images"] == 240
-    # the checkpoints rebuild both models, here, with no study file run
-    from hpo.checkpoints import load_model
+    # the checkpoints rebuild both models, here, with no study file run; the study file's class only when
+    # the folder is trusted (it is unpickled from study_code.pt), an importable one without
+    from hpo.checkpoints import UntrustedCode, load_model
     monkeypatch.syspath_prepend(str(tmp_path / "pkg"))
     for _, row in trials.iterrows():
-        model, config = load_model(tmp_path / "results" / "own_models" / row["checkpoint"])
+        checkpoint = tmp_path / "results" / "own_models" / row["checkpoint"]
+        trusted = row["config/model"] != "ownnets:small_cnn"
+        assert (checkpoint / "study_code.pt").exists() == trusted
+        if trusted:
+            with pytest.raises(UntrustedCode, match="--trust"):
+                load_model(checkpoint)
+        model, config = load_model(checkpoint, trust=trusted)
         assert count_params(model) == row["params"] and str(config["model"]) == row["config/model"]
         assert model(torch.zeros(2, 3, 12, 12)).shape == (2, 3)
     # --resume compares the study started then with the one loaded now, in another process: equal
@@ -639,6 +646,15 @@ def test_an_own_dataset_study_with_its_analysis_figures(tmp_path):
         assert (folder / "figures" / figure).is_file(), figure
     text = (folder / "report.md").read_text()
     assert "No figures from the best trial" not in text and "predictions.png" in text
+    # the same folder analysed again without --trust (as if copied from elsewhere): the study file's class
+    # is not unpickled, those two figures are left out and the report says how to allow it
+    from analysis import analyse
+    for figure in ("predictions.png", "feature_maps.png"):
+        (folder / "figures" / figure).unlink()
+    analyse(tmp_path / "results" / "own_data", log=lambda _: None)
+    text = (folder / "report.md").read_text()
+    assert "UntrustedCode" in text and "--trust" in text and "predictions.png" not in text
+    assert not (folder / "figures" / "predictions.png").exists()
 
 
 @pytest.mark.slow

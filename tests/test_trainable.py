@@ -117,22 +117,30 @@ def test_cuda_graphs_is_a_no_op_on_the_cpu(fake_mnist_dir):
     assert metrics["train_loss"] == eager["train_loss"]
 
 
-def test_a_damaged_checkpoint_is_named_and_the_older_one_beside_it_is_used(tmp_path, fake_mnist_dir, capsys):
-    """Ray keeps a trial's two newest checkpoints; a full disk or a kill can leave the newest cut short."""
+def test_a_damaged_checkpoint_is_named_and_only_an_older_one_beside_it_is_used(tmp_path, fake_mnist_dir, capsys):
+    """Ray keeps a trial's two newest checkpoints; a full disk or a kill can leave one cut short. Going back
+    an epoch retrains it; going forward would leave epochs out of epochs.csv."""
     from hpo import HpoError
-    from hpo.checkpoints import load_newest_readable, load_state
+    from hpo.checkpoints import load_newest_readable, load_state, save_state
 
     settings = RunSettings("mnist", "mnist_cnn", epochs=2, data_dir=str(fake_mnist_dir))
     for metrics, trial in train_epochs({"lr": 0.05}, settings, device="cpu"):
         folder = tmp_path / "trial" / f"checkpoint_{metrics['epoch'] - 1:06d}"
         folder.mkdir(parents=True)
-        torch.save(trial.state(), folder / "state.pt")
-    newest = tmp_path / "trial" / "checkpoint_000001"
-    (newest / "state.pt").write_bytes((newest / "state.pt").read_bytes()[:500])  # cut short
+        save_state(trial.state(), folder)
+    oldest, newest = tmp_path / "trial" / "checkpoint_000000", tmp_path / "trial" / "checkpoint_000001"
+    intact = (newest / "state.pt").read_bytes()
+    (newest / "state.pt").write_bytes(intact[:500])  # cut short
     with pytest.raises(HpoError, match=r"checkpoint_000001/state.pt cannot be read"):
         load_state(newest)
-    state = load_newest_readable(newest)
+    state, note = load_newest_readable(newest)
     assert state["epoch"] == 1 and "checkpoint_000001/state.pt cannot be read" in capsys.readouterr().err
-    (tmp_path / "trial" / "checkpoint_000000" / "state.pt").write_bytes(b"")  # both damaged: the error stands
+    assert "Went back to the older" in note and "checkpoint_000000/state.pt (epoch 1)" in note
+    assert load_newest_readable(oldest)[1] == ""
+    (newest / "state.pt").write_bytes(intact)
+    (oldest / "state.pt").write_bytes(b"")  # the newer one is readable, but never jumped to
+    with pytest.raises(HpoError, match="checkpoint_000000"):
+        load_newest_readable(oldest)
+    (newest / "state.pt").write_bytes(b"")  # both damaged: the error stands
     with pytest.raises(HpoError, match="checkpoint_000001"):
         load_newest_readable(newest)
