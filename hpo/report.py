@@ -200,8 +200,12 @@ class ReportWriter(tune.Callback):
         """Write a report file through a temporary one: a reader never sees half a file, and a write
         that fails (a full disk) leaves the previous version."""
         tmp = self.report_dir / (name + ".tmp")
-        write(tmp)
-        os.replace(tmp, self.report_dir / name)
+        try:
+            write(tmp)
+            os.replace(tmp, self.report_dir / name)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     def copy_to_mirror(self) -> None:
         if self.mirror:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import errno
 import fcntl
 import json
 import math
@@ -364,17 +363,10 @@ def check_resumable(p: Plan) -> None:
     if not storage.exists(f"{experiment}/tuner.pkl"):
         raise HpoError(f"--resume: {experiment} holds no interrupted study to continue (no tuner.pkl). "
                        "Run without --resume to start it.")
-    if not storage.is_uri(experiment):
-        # Ray Tune restores the trials from its newest experiment_state-*.json; cut short (a full disk, a
-        # kill during a write) Ray would start an empty experiment instead, with default configs.
-        states = sorted(Path(experiment).glob("experiment_state-*.json"))
-        try:
-            json.loads(states[-1].read_text()) if states else None
-        except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
-            raise HpoError(f"--resume: Ray Tune's record of the trials, {states[-1]}, is damaged ({e}); a full "
-                           "disk or a kill while it was written leaves it so. The study cannot be continued: its "
-                           f"report in {p.study_dir / 'report'} keeps what finished. Start again with --overwrite.") \
-                from None
+    damaged = damaged_record(experiment)
+    if damaged:
+        raise HpoError(f"--resume: {damaged}. The study cannot be continued: its report in "
+                       f"{p.study_dir / 'report'} keeps what finished. Start again with --overwrite.")
     text = storage.read_text(f"{p.storage_path}/report/study.json")
     if text is None:
         raise HpoError(f"--resume: {p.storage_path}/report/study.json is missing, so what this study was started "
@@ -392,6 +384,21 @@ def check_resumable(p: Plan) -> None:
                        "two studies: " + "; ".join(differences) + f". Continue it with the settings it was "
                        f"started with ({earlier.get('command', 'see study.json')}), or start again with --overwrite "
                        "(or give it another name).")
+
+
+def damaged_record(experiment: str) -> str | None:
+    """What is wrong with Ray Tune's record of a local experiment's trials, or None. Ray restores the
+    trials from its newest experiment_state-*.json; cut short (a full disk, a kill during a write) Ray
+    would start an empty experiment instead, with default configs."""
+    if storage.is_uri(experiment):
+        return None
+    states = sorted(Path(experiment).glob("experiment_state-*.json"))
+    try:
+        json.loads(states[-1].read_text()) if states else None
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
+        return (f"Ray Tune's record of the trials, {states[-1]}, is damaged ({e}); a full disk or a kill while "
+                "it was written leaves it so")
+    return None
 
 
 def _differences(then, now, where=""):
@@ -568,14 +575,6 @@ def relocate_search_state(p: Plan) -> None:
             os.replace(tmp, path)
 
 
-def disk_full(error: BaseException | None) -> bool:
-    while error is not None:
-        if isinstance(error, OSError) and error.errno == errno.ENOSPC or "No space left on device" in str(error):
-            return True
-        error = error.__cause__ or error.__context__
-    return False
-
-
 class StopSignals:
     """Ctrl-C, SIGTERM (Slurm's time limit and scancel, systemd, docker stop, GNU timeout) and SIGHUP (a
     closed terminal, an ssh drop) stop the study the same way: Ray Tune's SIGINT handler while it runs (a
@@ -644,7 +643,9 @@ def execute(p: Plan) -> int:
         from hpo.progress import ProgressView
         live = [LiveReport(p.study_dir, options.live_report_s)] if options.analysis and options.live_report_s else []
         progress = ProgressView(study, verbose=options.verbose)
-        tuner = build_tuner(p, tune_trainable, [writer, progress, *live, *trackers])
+        from hpo.diskspace import DiskWatch, disk_full
+        disk = DiskWatch(p.study_dir, Path(p.experiment_path)) if not storage.is_uri(p.storage_path) else None
+        tuner = build_tuner(p, tune_trainable, [writer, progress, *live, *trackers, *([disk] if disk else [])])
         full = None
         try:
             tuner.fit()
@@ -662,19 +663,30 @@ def execute(p: Plan) -> int:
             for callback in live:
                 callback.stop()
             progress.close()
+        short_of_space = full or (disk and disk.stopped)
         if interrupted:  # before the analysis, so that a scheduler's SIGKILL after its grace time loses nothing
             by = f" by {stop.received[0]}" if stop.received else ""
-            reason = (f"The disk is full ({' '.join(str(full).split())[:200]}): the study stopped. Once there is "
-                      "space again, continue" if full else f"Stopped{by} before the end. Continue")
-            print(f"\n{reason} with: {options.command(resume=True)}", flush=True)
+            if full:
+                reason = f"The disk is full ({' '.join(str(full).split())[:200]}): the study stopped."
+            elif short_of_space:
+                reason = disk.message()
+            else:
+                reason = f"Stopped{by} before the end."
+            damaged = damaged_record(p.experiment_path)
+            if damaged:  # a disk that filled during Ray's write: say so rather than print a resume that fails
+                print(f"\n{reason} {damaged}: it cannot be resumed; the report keeps what finished. Start "
+                      f"again with: {options.command()} --overwrite", flush=True)
+            else:
+                then = " Once there is space again, continue" if short_of_space else " Continue"
+                print(f"\n{reason}{then} with: {options.command(resume=True)}", flush=True)
         # Still under the lock: a --resume or --overwrite started now must not race the report's last writes.
-        analysed = not options.analysis or full or analyse(p.study_dir)
+        analysed = not options.analysis or short_of_space or analyse(p.study_dir)
         if storage.is_uri(p.storage_path) and not full:  # beside the experiment, with the analysis's files
             storage.upload(p.study_dir / "report", f"{p.storage_path}/report")
     trials = writer.counts
     if interrupted:
         print(f"The report has what finished: {p.study_dir / 'report'}", flush=True)
-        return 1 if full else 130
+        return 1 if short_of_space else 130
     if not analysed:
         return 130
     unfinished = trials["total"] - sum(trials[k] for k in (*FINISHED, "failed"))

@@ -4,6 +4,7 @@ studies through the real CLI and real Ray Tune."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -19,7 +20,8 @@ import pandas as pd
 import pytest
 
 from hpo import Study
-from hpo.run import RunOptions, StopSignals, StudyLock, disk_full, main, plan
+from hpo.diskspace import disk_full
+from hpo.run import RunOptions, StopSignals, StudyLock, main, plan
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -329,9 +331,64 @@ def test_a_hangup_through_gnu_timeout_stops_cleanly_and_a_second_ctrl_c_stops_on
     assert not [names[pid] for pid in names if alive(pid)]
 
 
+@contextlib.contextmanager
+def small_disk(folder: Path, size: str):
+    """A real tmpfs of `size` at `folder` (root only; the test is skipped where mounting is not allowed)."""
+    folder.mkdir(parents=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+@pytest.mark.slow
+def test_a_nearly_full_disk_stops_the_study_resumably_and_the_resume_finishes_it(tmp_path, fake_mnist_dir):
+    """Filled to less than a step writes, the study stops while Ray Tune can still save its record; on a
+    larger disk the printed --resume finishes it with every trial and epoch exactly once."""
+    path = study_file(tmp_path, name="full", space='{"lr": tune.grid_search([0.01, 0.02, 0.03])}',
+                      extra=", seeds=1")
+    with small_disk(tmp_path / "disk", "16m") as disk:
+        results = disk / "results"
+        args = [path, "--results", results, "--data-dir", fake_mnist_dir, "--max-concurrent", 1,
+                "--set", "epochs=100", "--no-analysis"]
+        driver = start(args, results)
+        study = results / "full"
+        wait_for_a_finished_trial(driver, study / "report" / "trials.csv")
+        # one step writes a checkpoint, Ray's record and the report: leave a little more than that
+        checkpoint = max(f.stat().st_size for f in study.glob("experiment/*/checkpoint_*/state.pt"))
+        record = sum(f.stat().st_size for f in (study / "experiment").iterdir() if f.is_file())
+        report = sum(f.stat().st_size for f in (study / "report").iterdir())
+        room = checkpoint + record + report + 64 * 1024
+        with open(disk / "filler", "wb") as f:
+            f.write(b"\0" * max(0, shutil.disk_usage(disk).free - room))
+        output, _ = driver.communicate(timeout=180)
+        assert driver.returncode == 1, output[-3000:]
+        assert "Traceback" not in output and "is nearly full" in output, output[-3000:]
+        assert "Once there is space again, continue with: python -m hpo.run" in output and "--resume" in output
+        assert not list((study / "report").glob("*.tmp"))
+        trials = pd.read_csv(study / "report" / "trials.csv")
+        assert set(trials["outcome"]) != {"completed"} and len(trials) == 3
+
+        subprocess.run(["mount", "-o", "remount,size=256m", str(disk)], check=True)  # the disk enlarged
+        resumed = subprocess.run([sys.executable, "-m", "hpo.run", *map(str, args), "--resume"], cwd=ROOT,
+                                 capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                                 timeout=600)
+        assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+        trials = pd.read_csv(study / "report" / "trials.csv")
+        epochs = pd.read_csv(study / "report" / "epochs.csv")
+    assert len(trials) == 3 and set(trials["outcome"]) == {"completed"}
+    for trial_id, rows in epochs.groupby("trial_id"):
+        assert sorted(rows["epoch"]) == list(range(1, 101)), (trial_id, sorted(rows["epoch"]))
+
+
 def test_stop_signals_are_ctrl_c_once_outside_ray_tune():
     """SIGTERM and SIGHUP raise KeyboardInterrupt where Ray Tune's handler is not installed; a repeat
     within REPEAT_S (GNU timeout signals the driver, then its group) is the same stop."""
+    before = signal.getsignal(signal.SIGTERM)
     with StopSignals() as stop:
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGTERM)
@@ -343,7 +400,7 @@ def test_stop_signals_are_ctrl_c_once_outside_ray_tune():
             os.kill(os.getpid(), signal.SIGHUP)
             time.sleep(1)
         assert stop.received == ["SIGTERM", "SIGHUP"]
-    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    assert signal.getsignal(signal.SIGTERM) == before
 
 
 def test_printed_commands_are_quoted_for_a_shell():
