@@ -60,6 +60,11 @@ class RunOptions:
     def cluster_address(self) -> str | None:
         return self.address or os.environ.get("RAY_ADDRESS")
 
+    @property
+    def address_source(self) -> str:
+        """Where cluster_address came from, for messages."""
+        return "--address" if self.address else "$RAY_ADDRESS in the environment"
+
     def command(self, resume: bool = False) -> str:
         """The command line that runs (or, with resume, continues) this study, quoted for a shell."""
         options = ["--results", self.results] if self.results != "results" else []
@@ -239,6 +244,8 @@ def plan(options: RunOptions) -> Plan:
         storage_path = str(root / study.name)
     check_results_root(root, flag)
     check_trackers(options.trackers)
+    if options.cluster_address:
+        check_cluster_reachable(options)
     if options.data_dir and Path(options.data_dir).exists() and not Path(options.data_dir).is_dir():
         raise HpoError(f"--data-dir {options.data_dir} is a file. Give the folder that holds the datasets "
                        f"(README, \"Data\"), or a new folder to download them into.")
@@ -265,6 +272,33 @@ def plan(options: RunOptions) -> Plan:
         check_splits(study, data["train_images"], settings.max_train)
         check_local_resources(options)
     return Plan(study, options, root / study.name, storage_path, settings, data)
+
+
+CONNECT_TIMEOUT_S = 5  # a cluster's head answers at once; Ray's own client waits minutes in silence
+
+
+def check_cluster_reachable(options: RunOptions) -> None:
+    """The cluster's address answers (one TCP connection, no Ray): at a dead address Ray's client warns
+    twice and then waits with no error (docs/ray-notes.md). "auto" is left to Ray."""
+    import re
+    import socket
+
+    address = options.cluster_address
+    found = re.fullmatch(r"(?:ray://)?\[?([^\]/]+?)\]?:(\d+)/?", address.strip())
+    if not found:
+        if address.strip() != "auto":
+            raise HpoError(f"The Ray cluster address {address!r} (from {options.address_source}) is not HOST:PORT, "
+                           "ray://HOST:PORT or auto.")
+        return
+    host, port = found.group(1), int(found.group(2))
+    try:
+        socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as e:
+        unset = (" Unset RAY_ADDRESS (`unset RAY_ADDRESS`) to run the study on this machine instead."
+                 if not options.address else "")
+        raise HpoError(f"No Ray cluster answers at {address} (from {options.address_source}): "
+                       f"{e.strerror or type(e).__name__}. Start its head (`uv run ray start --head`, README "
+                       f"\"Run on a cluster\") or check the address.{unset}") from None
 
 
 def check_trackers(trackers) -> None:
@@ -424,7 +458,19 @@ def start_ray(options: RunOptions):
         # (.gitignore'd files, such as .venv/, data/ and results/, stay here). A `ray job submit` job has
         # its --working-dir already.
         runtime_env = None if in_ray_job() else {"working_dir": str(Path(__file__).resolve().parents[1])}
-        ray.init(address=address, runtime_env=runtime_env, **quiet)
+        try:
+            ray.init(address=address, runtime_env=runtime_env, **quiet)
+        except ConnectionError as e:
+            token = ("" if os.environ.get("RAY_AUTH_MODE") == "token" else
+                     " A cluster started with `ray start` checks a token, and Ray sends one only with "
+                     "RAY_AUTH_MODE=token in the environment: `export RAY_AUTH_MODE=token`, with the "
+                     "cluster's token in ~/.ray/auth_token (or RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH); README "
+                     "\"Run on a cluster\".")
+            raise HpoError(f"Could not join the Ray cluster at {address} (from {options.address_source}): "
+                           f"{e}.{token}") from None
+        resources, nodes = ray.cluster_resources(), sum(n["Alive"] for n in ray.nodes())
+        print(f"Joined the Ray cluster at {address} (from {options.address_source}): {nodes} nodes, "
+              f"{resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs.", flush=True)
     else:
         # "local": a new Ray of our own, even where `ray start` left its address in /tmp/ray for
         # ray.init() to join. Its processes out of our process group: a signal to the group reaches

@@ -102,6 +102,14 @@ def test_ray_job_submit_runs_a_study_as_the_readme_says(tmp_path, fake_mnist_dir
         refused = subprocess.run([ray, "job", "list", "--address", f"http://127.0.0.1:{dashboard}"], cwd=ROOT,
                                  env=ray_env(), capture_output=True, text=True, timeout=120)
         assert refused.returncode != 0 and "uthentication" in refused.stdout + refused.stderr  # no token, no entry
+        # hpo.run joining without the token: one paragraph that names it, no traceback
+        no_token = subprocess.run([sys.executable, "-m", "hpo.run", "studies/mnist_batchsize.py", "--smoke",
+                                   "--address", f"127.0.0.1:{port}", "--results", str(tmp_path / "r")], cwd=ROOT,
+                                  env=ray_env(RAY_ENABLE_UV_RUN_RUNTIME_ENV="0"), capture_output=True, text=True,
+                                  timeout=180)
+        assert no_token.returncode == 2, no_token.stdout[-3000:] + no_token.stderr[-3000:]
+        assert "Could not join the Ray cluster at 127.0.0.1" in no_token.stderr and "Traceback" not in no_token.stderr
+        assert "export RAY_AUTH_MODE=token" in no_token.stderr
 
         job = subprocess.run(submit, cwd=ROOT, env=env, capture_output=True, text=True, timeout=420)
         output = job.stdout + job.stderr
@@ -122,7 +130,7 @@ def test_ray_job_submit_runs_a_study_as_the_readme_says(tmp_path, fake_mnist_dir
     assert len(trials) == 3 and set(trials["outcome"]) == {"completed"}  # smoke: 3 batch sizes, 2 epochs
     assert len(epochs) == 6 and meta["smoke"] and meta["ended"]
     assert (storage / "mnist_batchsize" / "report" / "report.html").is_file()  # the analysis ran in the job
-    assert "Done: 3 trials completed" in output
+    assert "Done: 3 trials completed" in output and "Joined the Ray cluster at" in output
 
 
 @pytest.mark.slow

@@ -199,6 +199,27 @@ def test_resume_refuses_a_damaged_experiment_state(tmp_path, capsys, fake_mnist_
     assert code == 2 and "experiment_state-2026-11-26_10-00-00.json" in output and "damaged" in output
 
 
+@pytest.mark.parametrize("how", ["--address", "RAY_ADDRESS"])
+def test_a_dead_cluster_address_is_one_paragraph_naming_where_it_came_from(how, tmp_path, capsys, monkeypatch,
+                                                                          fake_mnist_dir):
+    """Ray's own client waits in silence at a dead address; a login node's RAY_ADDRESS is a common one."""
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    args = [study_file(tmp_path), "--results", tmp_path / "r", "--data-dir", fake_mnist_dir]
+    if how == "--address":
+        args += ["--address", "127.0.0.1:1"]
+    else:
+        monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")
+    started = time.monotonic()
+    code, output = run_cli(capsys, *args)
+    assert code == 2 and "No Ray cluster answers at 127.0.0.1:1" in output, output
+    assert time.monotonic() - started < 60  # not Ray's minutes of waiting
+    assert ("from --address" in output) == (how == "--address")
+    assert ("from $RAY_ADDRESS" in output and "unset RAY_ADDRESS" in output) == (how == "RAY_ADDRESS")
+    assert not (tmp_path / "r" / "s").exists()
+    code, output = run_cli(capsys, *args[:5], "--address", "head-node")
+    assert code == 2 and "'head-node' (from --address) is not HOST:PORT" in output
+
+
 def test_a_full_disk_is_recognised_through_the_errors_that_wrap_it():
     try:
         try:
