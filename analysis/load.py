@@ -156,7 +156,10 @@ def _check_cut_short(path: Path, trials: pd.DataFrame, epochs: pd.DataFrame, not
             found.append(f"{len(short)} row(s) have fewer fields than its header (trial(s)"
                          f" {', '.join(map(str, ids))}): left out, their numbers may be cut mid-value")
             trials = trials.drop(index=short).reset_index(drop=True)
-    if "trial_id" in epochs and "trial_id" in trials:
+    if trials.empty and "trial_id" in epochs and epochs["trial_id"].notna().any():
+        found.append(f"it has no trials, while epochs.csv has epochs of {epochs['trial_id'].nunique()} trial(s): "
+                     "they are in the learning curves only")
+    elif "trial_id" in epochs and "trial_id" in trials:
         missing = sorted(set(epochs["trial_id"].dropna()) - set(trials["trial_id"].dropna()))
         if missing:
             found.append(f"epochs.csv has epochs of {len(missing)} trial(s) it lacks ({', '.join(missing[:5])}"
@@ -172,9 +175,13 @@ def _check_cut_short(path: Path, trials: pd.DataFrame, epochs: pd.DataFrame, not
 def _read_meta(path: Path, trials: pd.DataFrame, notes: list[str]) -> dict:
     if path.is_file():
         try:
-            return json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
+            meta = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
             raise AnalysisError(f"Cannot read {path}: {e}. It should be the JSON file written by hpo.report.") from None
+        if not isinstance(meta, dict) or not isinstance(meta.get("study", {}), dict):
+            raise AnalysisError(f"{path} is not a study's record: it should be a JSON object with a \"study\" object "
+                                "in it, as hpo.report writes it.")
+        return meta
     # Without study.json: guess the varied keys from the trials, judge by val_acc.
     config = [c for c in trials.columns if c.startswith("config/")]
     varied = [c.removeprefix("config/") for c in config if trials[c].nunique(dropna=False) > 1]

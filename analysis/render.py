@@ -101,16 +101,21 @@ def _sort_key(v) -> float | None:
 
 # ---------------------------------------------------------------- markdown
 
+def _md_text(text: str) -> str:
+    """Text, never markup: Markdown viewers render raw HTML, and config strings come from study files."""
+    return re.sub(r"<(?=[A-Za-z/!?])", "&lt;", text)
+
+
 def markdown(title: str, sections: list[Section]) -> str:
-    lines = [f"# {title}", ""]
+    lines = [f"# {_md_text(title)}", ""]
     for s in sections:
         lines += [f"## {s.title}", ""]
         for p in s.paragraphs:
-            lines += [p, ""]
+            lines += [_md_text(p), ""]
         for t in s.tables:
-            lines += [f"**{t.title}.** {t.full_caption}".rstrip(), ""]
+            lines += [_md_text(f"**{t.title}.** {t.full_caption}".rstrip()), ""]
             lines += _md_table(t.shown, t.p_values) + [""]
-            lines += [t.note, ""] if t.note else []
+            lines += [_md_text(t.note), ""] if t.note else []
         for path, caption in s.figures:
             lines += [f"![{caption}](figures/{path.name})", ""]
     return "\n".join(lines)
@@ -122,7 +127,7 @@ def _md_table(data: pd.DataFrame, p_values: bool = False) -> list[str]:
     headers, rows, _ = view(data, p_values)
 
     def line(cells):
-        return "| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |"
+        return "| " + " | ".join(_md_text(c).replace("|", "\\|").replace("\n", " ") for c in cells) + " |"
 
     return [line(headers), "|" + "---|" * len(headers)] + [line(r) for r in rows]
 

@@ -383,6 +383,9 @@ def prepare_study_dir(p: Plan) -> None:
                           f"--resume cannot continue them (no tuner.pkl in {experiment}): ")
                        + "add --overwrite to delete them and start again, or give the study another name or "
                        "--results DIR (--storage URI) to write elsewhere.")
+    if p.study_dir.is_symlink():  # deleting through it would delete a folder this study did not make
+        raise HpoError(f"{p.study_dir} is a symbolic link (to {os.readlink(p.study_dir)}): --overwrite deletes a "
+                       "study's own folder only. Remove the link, or pass --results with the folder it points to.")
     # The study's own folder, and nothing else: its name is a plain folder name (Study.validate).
     assert p.study_dir.parent.is_dir() and p.study_dir.name == p.study.name, p.study_dir
     if p.study_dir.exists():

@@ -57,6 +57,9 @@ def _non_negative(v):
     return _number(v) and v >= 0
 
 
+MAX_RESIZE = 1024  # pixels a side: 4x ImageNet's 224; a typo's 100000 would allocate 40 GB a batch
+MIN_TIME_BUDGET_MIN = 0.1  # minutes: shorter than starting Ray and one trial, so no trial would ever report
+
 # Space keys the trainable itself understands: default, check, what is allowed.
 # Model options (dropout, feature_maps, activation, downsample, feature_size...)
 # come from hpo.models.model_options for the study's model.
@@ -68,7 +71,8 @@ TRAINABLE_KEYS: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
     "weight_decay": (0.0, _non_negative, "a finite number >= 0"),
     "lr_gamma": (1.0, lambda v: _positive(v) and v <= 1, "a number in (0, 1] (StepLR gamma per epoch)"),
     "augment": (False, lambda v: isinstance(v, bool), "True or False (random crop + flip)"),
-    "resize": (None, lambda v: v is None or _positive_int(v), "None or an integer > 0 (pixels)"),
+    "resize": (None, lambda v: v is None or _positive_int(v) and v <= MAX_RESIZE,
+               f"None or an integer from 1 to {MAX_RESIZE} (pixels)"),
     "permute_pixels": (False, lambda v: isinstance(v, bool), "True or False"),
     "val_fraction": (1 / 6, lambda v: _positive(v) and v < 1, "a number in (0, 1)"),
     "amp": (False, lambda v: isinstance(v, bool), "True or False (mixed precision on a GPU)"),
@@ -283,8 +287,10 @@ class Study:
         for name in ("epochs", "num_samples", "seeds", "grace_period", "reduction_factor"):
             if not _positive_int(getattr(self, name)):
                 fail(name, f"must be an integer > 0; got {getattr(self, name)!r}.")
-        if self.time_budget_min is not None and not _positive(self.time_budget_min):
-            fail("time_budget_min", f"must be a number of minutes > 0, or None; got {self.time_budget_min!r}.")
+        if self.time_budget_min is not None and not (_positive(self.time_budget_min)
+                                                     and self.time_budget_min >= MIN_TIME_BUDGET_MIN):
+            fail("time_budget_min", f"must be a number of minutes >= {MIN_TIME_BUDGET_MIN:g} (minutes > 0), or "
+                                    f"None; got {self.time_budget_min!r}.")
         if not isinstance(self.space, dict):
             fail("space", f"must be a dict of space keys to constants or tune.* samplers; got {type(self.space).__name__}.")
         self._check_variants()

@@ -200,6 +200,32 @@ def test_cli_error_for_a_folder_that_is_not_a_study(tmp_path, capsys):
         analyse(tmp_path / "y")
 
 
+@pytest.mark.parametrize("content", ["{\"study\": ", "[1, 2]", "{\"study\": \"x\"}", "\udcff"])
+def test_a_damaged_study_json_is_one_message(tmp_path, capsys, content):
+    folder = write_study(tmp_path / "s", grid_trials(), varied=["downsample", "feature_size"])
+    (folder / "report" / "study.json").write_bytes(content.encode("utf-8", "surrogateescape"))
+    assert main([str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert "study.json" in err and "Traceback" not in err
+
+
+def test_empty_trials_beside_epochs_is_noted(tmp_path):
+    folder = write_study(tmp_path / "s", grid_trials(), varied=["downsample", "feature_size"])
+    (folder / "report" / "trials.csv").write_text("")
+    data = load(folder)
+    assert any("has no trials, while epochs.csv has epochs of 12 trial(s)" in n for n in data.notes), data.notes
+
+
+def test_config_strings_are_text_in_report_md(tmp_path):
+    trials = [trial(f"t{i}", {"optimizer": name, "lr": 0.01}, seed, acc, epochs=2)
+              for i, (name, seed, acc) in enumerate([("<img src=x onerror=alert(1)>", 0, 0.9),
+                                                     ("<img src=x onerror=alert(1)>", 1, 0.91),
+                                                     ("sgd", 0, 0.8), ("sgd", 1, 0.81)])]
+    out = analyse(write_study(tmp_path / "s", trials, varied=["optimizer"]), log=lambda _: None)
+    md = (out / "report.md").read_text()
+    assert "&lt;img src=x" in md and "<img src=x" not in md
+
+
 def test_partial_study(tmp_path):
     config = {"batch_size": 50}
     trials = [trial("a", config, 0, 0.97, 4), trial("b", config, 1, 0.975, 4),

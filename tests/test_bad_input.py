@@ -59,6 +59,8 @@ CASES = {
     "zero samples": (good(extra=", num_samples=0"), ["'num_samples'", "integer > 0"]),
     "zero seeds": (good(extra=", seeds=0"), ["'seeds'", "integer > 0"]),
     "negative time budget": (good(extra=", time_budget_min=-5"), ["'time_budget_min'", "minutes > 0"]),
+    "time budget too short to start": (good(extra=", time_budget_min=1e-9"), ["'time_budget_min'", ">= 0.1"]),
+    "resize too large": (good('{"resize": 100000}'), ["'resize'", "100000", "from 1 to 1024"]),
     "metric not reported": (good(extra=', metric="accuracy"'), ["'metric'", "val_acc", "Did you mean"]),
     "bad mode": (good(extra=', mode="maximize"'), ["'mode'", "min, max"]),
     "asha on a metric not reported each epoch": (good(extra=', scheduler="asha", metric="best_val_acc"'),
@@ -167,11 +169,11 @@ def test_cli_subprocess_has_no_traceback(tmp_path):
 
 
 def test_diverged_and_out_of_memory_trials_are_recorded_and_the_study_goes_on(tmp_path, fake_mnist_dir):
-    # lr=1e6 diverges at once; resize=100000 asks fc2 for a 320 GB weight matrix: out of memory.
-    # Both are recorded in the report and do not stop the healthy trial.
+    # lr=1e6 diverges at once; feature_maps=10**6 asks fc2 for a 4 TB hidden-to-hidden weight matrix: out of
+    # memory. Both are recorded in the report and do not stop the healthy trial.
     path = study_file(tmp_path, """
         study = Study(name="faulty", dataset="mnist", model="fc2",
-                      space={"lr": tune.grid_search([0.05, 1e6]), "resize": tune.grid_search([None, 100000])},
+                      space={"lr": tune.grid_search([0.05, 1e6]), "feature_maps": tune.grid_search([8, 10**6])},
                       epochs=2)
     """)
     proc = subprocess.run([sys.executable, "-m", "hpo.run", str(path), "--results", str(tmp_path / "results"),
@@ -179,8 +181,8 @@ def test_diverged_and_out_of_memory_trials_are_recorded_and_the_study_goes_on(tm
                           text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     trials = pd.read_csv(tmp_path / "results" / "faulty" / "report" / "trials.csv")
-    by_config = {(lr, pd.isna(r)): row for lr, r, row in
-                 zip(trials["config/lr"], trials["config/resize"], trials.to_dict("records"))}
+    by_config = {(lr, n == 8): row for lr, n, row in
+                 zip(trials["config/lr"], trials["config/feature_maps"], trials.to_dict("records"))}
     healthy = by_config[(0.05, True)]
     assert healthy["outcome"] == "completed" and healthy["epochs_run"] == 2
     diverged = by_config[(1e6, True)]

@@ -55,6 +55,18 @@ def test_dot_names_are_refused_and_nothing_is_deleted(name, tmp_path, capsys, fa
     assert keep.read_text() == "precious\n" and (tmp_path / "project").is_dir()
 
 
+def test_overwrite_refuses_a_study_folder_that_is_a_symlink(tmp_path, capsys, fake_mnist_dir):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "precious").write_text("x")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "s").symlink_to(elsewhere)
+    code, output = run_cli(capsys, study_file(tmp_path), "--results", tmp_path / "results", "--data-dir",
+                           fake_mnist_dir, "--overwrite")
+    assert code == 2 and "is a symbolic link" in output and "Traceback" not in output
+    assert (elsewhere / "precious").read_text() == "x" and (tmp_path / "results" / "s").is_symlink()
+
+
 def test_overwrite_deletes_the_study_folder_and_nothing_beside_it(tmp_path, fake_mnist_dir):
     results = tmp_path / "results"
     for folder in ("s", "s2", "s.old"):
