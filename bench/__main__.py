@@ -18,13 +18,16 @@ from hpo import env
 env.keep_ray_on_loopback(None)
 
 HERE = Path(__file__).resolve().parent
-CPU_PARTS = ("data", "threads", "overhead", "study", "slots")
+CPU_PARTS = ("data", "epoch", "threads", "overhead", "study", "slots")
 ALL_PARTS = CPU_PARTS + ("gpu",)
 
 # name: (section, key path, target, higher is better, what it is)
 FIGURES = {
     "loader_speedup": ("cpu", ("data", "loader_speedup"), 1.8, True,
                        "trainable's data path vs the write-ups' DataLoader loop, CPU (min of batch 64, 256)"),
+    **{f"epoch_speedup_{name}": ("cpu", ("epoch", f"epoch_speedup_{name}"), target, True,
+                                 f"an epoch of {name} (train, val, test, checkpoint), 1 thread: NCHW / channels-last")
+       for name, target in (("lenet5", None), ("lenet5_fm16", 1.2), ("mnist_net", 1.3), ("cifar_cnn", None))},
     "threads_speedup": ("cpu", ("threads", "speedup"), None, True,
                         "OMP passive vs active wait, 2 threads, trainable CLI on this shared CPU"),
     "trial_overhead_s": ("cpu", ("overhead", "trial_overhead_s"), 0.5, False,
@@ -100,6 +103,11 @@ def run_parts(parts, quick: bool, device_gpu: bool) -> dict:
             print("data path (CPU) ...", flush=True)
             cpu["data"] = (datapath.measure("cpu", repeats=1, max_train=2048) if quick
                            else datapath.measure("cpu", repeats=3))
+        if "epoch" in cpu_parts:
+            from bench import epoch
+            print("an epoch in both memory layouts (CPU) ...", flush=True)
+            cpu["epoch"] = (epoch.measure(repeats=1, max_train=2048, max_eval=1000) if quick
+                            else epoch.measure(repeats=2))
         if "threads" in cpu_parts:
             from bench import threads
             print("thread settings (CPU) ...", flush=True)

@@ -252,6 +252,7 @@ class ReportWriter(tune.Callback):
             row["params"] = last.get("params", math.nan)
             row["time_s"] = frame["epoch_time_s"].sum() if "epoch_time_s" in frame else 0.0
             row["node"] = last.get("node", "")
+            row["layout"] = last.get("layout", "")
             row["checkpoint"] = checkpoint_path(trial)
             row["note"] = " ".join(r["note"] for e, r in sorted(epochs.items()) if r.get("note"))
             started, ended = self.times.get(trial.trial_id, (None, None))

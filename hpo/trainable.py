@@ -83,6 +83,7 @@ class Trial:
                                  image_size=k["resize"] or info.size, **model_options).to(self.device)
         if settings.max_flops:
             self.data = smoke_caps(self.data, self.model_name, model_options, k, settings.max_flops)
+        self.layout = self.choose_layout(k["channels_last"])
         self.fused = self.device.type == "cuda" or None  # see make_optimizer
         # Mixed precision only pays (and only exists in fp16 form) on a GPU.
         self.amp = bool(k["amp"]) and self.device.type == "cuda"
@@ -100,6 +101,38 @@ class Trial:
                                         k["weight_decay"], fused=self.fused, capturable=bool(self.graph_step))
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=1, gamma=k["lr_gamma"])
         self.epoch = 0
+
+    def choose_layout(self, channels_last: bool) -> str:
+        """Put a convolutional model and its images in channels-last memory layout on a CPU: oneDNN's
+        convolutions run 1.1-1.5x faster an epoch that way on this project's 2-core machine (bench/,
+        "layout"). The images are converted once here, never per batch (a 1-channel image has the same
+        bytes in both layouts). On CUDA nothing changes until bench/gpu_check.sh has measured it. A model
+        whose forward cannot take the layout (a .view() of a channels-last activation) stays NCHW. Returns
+        what the trial uses, with the reason when it is not channels_last (trials.csv's `layout`)."""
+        if not channels_last:
+            return "nchw (channels_last=False)"
+        if self.device.type != "cpu":
+            return "nchw (not measured on this device)"
+        if not any(isinstance(m, torch.nn.Conv2d) for m in self.model.modules()):
+            return "nchw (no 2-D convolutions)"
+        from hpo.data import Split
+        self.model.to(memory_format=torch.channels_last)
+        train = self.data.train
+        sample = Split(train.images[:2].contiguous(memory_format=torch.channels_last), train.labels[:2])
+        x, _ = next(sample.batches(2, resize=self.keys["resize"], permutation=self.permutation))
+        try:
+            with torch.no_grad():  # eval: batch norm's running statistics and dropout's generator untouched
+                self.model.eval()(x)
+        except Exception as e:
+            self.model.to(memory_format=torch.contiguous_format)
+            reason = " ".join(f"{type(e).__name__}: {e}".split())[:200]
+            print(f"channels_last: this trial keeps the NCHW layout: {reason}", flush=True)
+            return f"nchw ({reason})"
+        finally:
+            self.model.train()
+        for split in (self.data.train, self.data.val, self.data.test):
+            split.images = split.images.contiguous(memory_format=torch.channels_last)
+        return "channels_last"
 
     def batches(self, split, train: bool):
         k = self.keys
@@ -152,7 +185,8 @@ class Trial:
         metrics["val_loss"], metrics["val_acc"] = self.evaluate(self.data.val)
         metrics["test_loss"], metrics["test_acc"] = self.evaluate(self.data.test)
         self.epoch += 1
-        metrics.update(epoch=self.epoch, lr=lr, epoch_time_s=time.perf_counter() - start, step=self.step_mode)
+        metrics.update(epoch=self.epoch, lr=lr, epoch_time_s=time.perf_counter() - start, step=self.step_mode,
+                       layout=self.layout)
         if not math.isfinite(metrics["train_loss"]):
             metrics["diverged"] = True
         return metrics

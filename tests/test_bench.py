@@ -166,3 +166,20 @@ def test_wait_until_quiet_gives_up_after_its_timeout():
 
     assert wait_until_quiet(busy_cpus=-1, timeout_s=0.3, interval_s=0.05) >= 0.3  # never quiet enough
     assert wait_until_quiet(busy_cpus=os.cpu_count() + 1, timeout_s=30, interval_s=0.05) < 30  # always quiet
+
+
+def test_epoch_times_every_part_of_an_epoch_in_both_layouts(monkeypatch, tmp_path):
+    """CIFAR-format and IDX files written by the bench itself: each model trains in the layout it names."""
+    from bench import epoch
+
+    monkeypatch.setattr(epoch, "fashion_data_dir", lambda: None)
+    monkeypatch.setattr(epoch, "FASHION_DEBIAN", tmp_path / "absent")
+    result = epoch.measure(repeats=1, max_train=128, max_eval=64, models=("lenet5", "cifar_cnn"))
+    for name in ("lenet5", "cifar_cnn"):
+        model = result["models"][name]
+        for layout in ("channels_last", "nchw"):
+            assert set(model[layout]) == {"train_s", "val_s", "test_s", "checkpoint_s", "epoch_s"}
+            assert model[layout]["epoch_s"] == pytest.approx(sum(v for k, v in model[layout].items()
+                                                                 if k != "epoch_s"))
+        assert result[f"epoch_speedup_{name}"] == model["speedup"]["epoch_s"] > 0
+        assert model["train_images"] <= 128

@@ -70,7 +70,7 @@ def test_load_trial_model_from_a_checkpoint(tmp_path, fake_mnist_dir):
     model, config = load_trial_model(tmp_path / "trial")
     assert config["model"] == "lenet5" and config["dropout"] == 0.3 and config["dataset"] == "mnist"
     x = torch.randn(2, 1, 28, 28)
-    trial.model.eval()
+    trial.model.eval().to(memory_format=torch.contiguous_format)  # it trained channels-last: the same kernels
     assert torch.equal(model(x), trial.model(x))
 
 
@@ -144,3 +144,69 @@ def test_a_damaged_checkpoint_is_named_and_only_an_older_one_beside_it_is_used(t
     (newest / "state.pt").write_bytes(b"")  # both damaged: the error stands
     with pytest.raises(HpoError, match="checkpoint_000001"):
         load_newest_readable(newest)
+
+# ---------------------------------------------------------------- memory layout
+
+LAYOUT_CASES = [  # (dataset, model, config, steps): every registry model and a torchvision one, batch norm,
+    ("mnist", "fc2", {}, 30),  # dropout, 3-channel data, augmentation, resize and the pixel permutation
+    ("mnist", "mnist_cnn", {"permute_pixels": True}, 30),
+    ("mnist", "mnist_net", {"augment": True}, 30),  # Dropout2d and Dropout
+    ("mnist", "lenet5", {"feature_maps": 16, "dropout": 0.5}, 30),
+    ("mnist", "downsample_net", {"resize": 32, "feature_size": 8}, 30),
+    ("cifar10", "cifar_cnn", {"augment": True}, 30),
+    # Deep, with batch norm at batch 8 on random images: both layouts agree to 1e-6 for 16 steps (VGG) or 2
+    # (ResNet-18), then a near-tie grows about 10x a step, exactly as it does between two NCHW runs on 1 and
+    # 2 threads (measured): float chaos of these nets, not the layout.
+    ("cifar10", "vgg", {"cfg": "A", "feature_maps": 8, "classifier_width": 32, "batch_norm": True}, 15),
+    ("cifar10", "torchvision:resnet18", {"resize": 24}, 2),
+]
+
+
+@pytest.mark.parametrize("dataset, model, options, steps", LAYOUT_CASES, ids=[c[1] for c in LAYOUT_CASES])
+def test_channels_last_trains_as_nchw_does(dataset, model, options, steps, tmp_path):
+    """The same initial weights and batches, an epoch of `steps` steps of batch 8, in both layouts: losses
+    within a relative 1e-4 (other kernels round differently); the key off gives NCHW."""
+    from conftest import make_fake_datasets
+
+    data_dir = make_fake_datasets(tmp_path, n_train=288, n_test=16, datasets=(dataset,))
+    settings = RunSettings(dataset, model, epochs=1, data_dir=str(data_dir), max_train=8 * steps, max_eval=16)
+    config = {"lr": 0.005, "batch_size": 8, "seed": 1, **options}
+    runs = {}
+    for channels_last in (True, False):
+        (metrics, trial), = train_epochs({**config, "channels_last": channels_last}, settings, device="cpu")
+        runs[channels_last] = metrics, trial
+    (fast, fast_trial), (plain, plain_trial) = runs[True], runs[False]
+    convolutional = model != "fc2"
+    assert fast["layout"] == ("channels_last" if convolutional else "nchw (no 2-D convolutions)")
+    assert plain["layout"] == "nchw (channels_last=False)"
+    if convolutional:
+        assert fast_trial.data.train.images.is_contiguous(memory_format=torch.channels_last)
+        conv = next(m for m in fast_trial.model.modules() if isinstance(m, torch.nn.Conv2d))
+        assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert len(fast_trial.data.train) <= 8 * steps
+    for metric in ("train_loss", "val_loss", "test_loss"):
+        assert fast[metric] == pytest.approx(plain[metric], rel=1e-4), metric
+    for a, b in zip(fast_trial.model.parameters(), plain_trial.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=5e-4)  # biases near 0 carry the rounding too
+
+
+def test_a_model_whose_forward_cannot_take_channels_last_keeps_nchw_with_the_reason(tmp_path, fake_mnist_dir):
+    """A .view() of a convolution's channels-last output fails: the trial says so and trains in NCHW."""
+    (tmp_path / "viewnet.py").write_text(
+        "import torch\n"
+        "class ViewNet(torch.nn.Module):\n"
+        "    def __init__(self, in_channels, num_classes, image_size):\n"
+        "        super().__init__()\n"
+        "        self.conv = torch.nn.Conv2d(in_channels, 4, 3, padding=1)\n"
+        "        self.fc = torch.nn.Linear(4 * image_size * image_size, num_classes)\n"
+        "    def forward(self, x):\n"
+        "        x = self.conv(x)\n"
+        "        return self.fc(x.view(x.shape[0], -1))\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        settings = RunSettings("mnist", "viewnet:ViewNet", epochs=1, data_dir=str(fake_mnist_dir))
+        (metrics, trial), = train_epochs({"lr": 0.05}, settings, device="cpu")
+    finally:
+        sys.path.remove(str(tmp_path))
+    assert metrics["layout"].startswith("nchw (RuntimeError: view size is not compatible"), metrics["layout"]
+    assert math.isfinite(metrics["train_loss"])
