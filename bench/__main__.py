@@ -30,6 +30,8 @@ FIGURES = {
        for name, target in (("lenet5", None), ("lenet5_fm16", 1.2), ("mnist_net", 1.3), ("cifar_cnn", None))},
     "threads_speedup": ("cpu", ("threads", "speedup"), None, True,
                         "OMP passive vs active wait, 2 threads, trainable CLI on this shared CPU"),
+    "two_trials_speedup": ("cpu", ("threads", "packing", "two_trials_speedup"), None, True,
+                           "two 1-CPU LeNet-5 trials at once (1 thread each) / one 2-CPU trial (2 threads), samples/s"),
     "trial_overhead_s": ("cpu", ("overhead", "trial_overhead_s"), 0.5, False,
                          "s per trivial trial, hpo.run's Tuner set-up (Optuna+ASHA), amortised"),
     "trial_overhead_marginal_s": ("cpu", ("overhead", "marginal_s"), 0.15, False,
@@ -112,6 +114,8 @@ def run_parts(parts, quick: bool, device_gpu: bool) -> dict:
             from bench import threads
             print("thread settings (CPU) ...", flush=True)
             cpu["threads"] = threads.measure(repeats=1, max_train=1024) if quick else threads.measure()
+            cpu["threads"]["packing"] = (threads.packing(repeats=1, epochs=2, max_train=1024) if quick
+                                         else threads.packing())
         if "overhead" in cpu_parts:
             from bench import overhead
             print("trial overhead (Ray Tune, CPU) ...", flush=True)

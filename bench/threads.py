@@ -24,19 +24,45 @@ VARIANTS = {  # name: environment on top of ours
 }
 
 
-def run_cli(env_extra: dict, epochs: int, max_train: int, max_eval: int, data_dir: str | None) -> list[dict]:
-    """One `python -m hpo.trainable` process; its JSON lines (one per epoch)."""
+def cli_command(epochs: int, max_train: int, max_eval: int, data_dir: str | None) -> list[str]:
     cmd = [sys.executable, "-m", "hpo.trainable", "--device", "cpu", "--dataset", "fashion_mnist",
            "--model", "lenet5", "--epochs", str(epochs), "--max-train", str(max_train),
            "--max-eval", str(max_eval), "--set", "batch_size=64", "--set", "optimizer='sgd'",
            "--set", "momentum=0.9"]
-    if data_dir:
-        cmd += ["--data-dir", data_dir]
+    return cmd + (["--data-dir", data_dir] if data_dir else [])
+
+
+def run_cli(env_extra: dict, epochs: int, max_train: int, max_eval: int, data_dir: str | None,
+            processes: int = 1) -> list[list[dict]]:
+    """`processes` concurrent `python -m hpo.trainable` processes; each one's JSON lines (one per epoch)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), **env_extra}
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
-    if proc.returncode != 0:
-        raise RuntimeError(f"hpo.trainable failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    procs = [subprocess.Popen(cli_command(epochs, max_train, max_eval, data_dir), cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(processes)]
+    out = []
+    for proc in procs:
+        stdout, stderr = proc.communicate(timeout=1800)
+        if proc.returncode != 0:
+            raise RuntimeError(f"hpo.trainable failed ({proc.returncode}): {stderr[-2000:]}")
+        out.append([json.loads(line) for line in stdout.splitlines() if line.startswith("{")])
+    return out
+
+
+def packing(repeats: int = 2, epochs: int = 3, max_train: int = 16384, max_eval: int = 1000,
+            data_dir: str | None = None) -> dict:
+    """How a 2-core machine is best used: one trial with 2 CPUs (Ray sets OMP_NUM_THREADS=2 for it, and
+    torch runs 2 intra-op threads) or two trials with 1 CPU each, at once (the default, 1 thread each).
+    `two_trials_speedup` = the two 1-thread processes' summed training samples/s / the 2-thread one's
+    (its epochs after the first; interleaved, medians)."""
+    data_dir = data_dir or fashion_data_dir()
+    one, two = [], []
+    for _ in range(repeats):
+        for threads, processes, into in (("2", 1, one), ("1", 2, two)):
+            runs = run_cli({"OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": threads}, epochs, max_train,
+                           max_eval, data_dir, processes)
+            into.append(sum(median([e["samples_per_s"] for e in (r[1:] or r)]) for r in runs))
+    return {"repeats": repeats, "epochs": epochs, "images": max_train, "model": "lenet5", "batch_size": 64,
+            "one_2_thread_trial_samples_per_s": median(one), "two_1_thread_trials_samples_per_s": median(two),
+            "two_trials_speedup": median(two) / median(one), "samples": {"one": one, "two": two}}
 
 
 def measure(repeats: int = 3, epochs: int = 2, max_train: int = 8192, max_eval: int = 1000,
@@ -47,7 +73,7 @@ def measure(repeats: int = 3, epochs: int = 2, max_train: int = 8192, max_eval: 
     samples: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(repeats):
         for name in variants:
-            epochs_out = run_cli(VARIANTS[name], epochs, max_train, max_eval, data_dir)
+            epochs_out, = run_cli(VARIANTS[name], epochs, max_train, max_eval, data_dir)
             steady = epochs_out[1:] or epochs_out
             samples[name].append(median([e["samples_per_s"] for e in steady]))
     out = {"repeats": repeats, "epochs": epochs, "images": max_train, "batch_size": 64,

@@ -183,3 +183,10 @@ def test_epoch_times_every_part_of_an_epoch_in_both_layouts(monkeypatch, tmp_pat
                                                                  if k != "epoch_s"))
         assert result[f"epoch_speedup_{name}"] == model["speedup"]["epoch_s"] > 0
         assert model["train_images"] <= 128
+
+
+def test_packing_compares_one_two_thread_trial_with_two_one_thread_trials(fake_mnist_dir):
+    out = threads.packing(repeats=1, epochs=2, max_train=256, max_eval=50, data_dir=str(fake_mnist_dir))
+    one, two = out["one_2_thread_trial_samples_per_s"], out["two_1_thread_trials_samples_per_s"]
+    assert one > 0 and two > 0 and out["two_trials_speedup"] == pytest.approx(two / one)
+    assert len(out["samples"]["one"]) == len(out["samples"]["two"]) == 1
