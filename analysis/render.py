@@ -202,7 +202,8 @@ def _html_table(t: Table) -> str:
     # Above the table, not a <caption>: a caption wraps at the width of a narrow table.
     caption = f'<p class="tcap"><b>{html.escape(t.title)}.</b> {html.escape(t.full_caption)}</p>'
     if t.data.empty:
-        return f'{caption}<div class="scroll"><table><tbody><tr><td class="text">(none yet)</td></tr></tbody></table></div>'
+        empty = '<tr><td class="text">(none yet)</td></tr>'
+        return f'{caption}<div class="scroll"><table><tbody>{empty}</tbody></table></div>'
     headers, rows, keys = view(t.shown, t.p_values)
     verdicts = t.data["verdict"].tolist()[:len(rows)] if "verdict" in t.data else [""] * len(rows)
     text = [all(row[i] is None for row in keys) for i in range(len(headers))]  # left-aligned columns

@@ -257,7 +257,8 @@ def _conclusion(data: StudyData, table: pd.DataFrame) -> str:
     target = data.target
     seeds = f"{int(best['n'])} seed{'s' if best['n'] > 1 else ''}"
     spread = "" if pd.isna(best[f"{target} std"]) else f" ± {fmt.spread(target, best[f'{target} std'])}"
-    text = f"Best: **{_label(data, best)}**, {target} {fmt.number(target, best[f'{target} mean'])}{spread} over {seeds}."
+    value = fmt.number(target, best[f"{target} mean"])
+    text = f"Best: **{_label(data, best)}**, {target} {value}{spread} over {seeds}."
     if len(table) == 1:
         return text
     verdicts = table["verdict"].iloc[1:]

@@ -41,9 +41,11 @@ FIGURES = {
     "study_speedup": ("cpu", ("study", "study_speedup"), None, True,
                       "plain sequential loop wall time / hpo.run study wall time (same trials)"),
     "slot_utilisation": ("cpu", ("slots", "slot_utilisation"), 0.85, True,
-                         "Optuna+ASHA study of fixed-length trials, 8 fractional slots on 2 cores: trial-s / (slots x wall)"),
+                         "Optuna+ASHA study of fixed-length trials, 8 fractional slots on 2 cores: "
+                         "trial-s / (slots x wall)"),
     "slot_utilisation_gain": ("cpu", ("slots", "utilisation_gain"), None, True,
-                              "the same, every slot busy (default) / Ray Tune's one pending trial (--max-concurrent 0)"),
+                              "the same, every slot busy (default) / Ray Tune's one pending trial "
+                              "(--max-concurrent 0)"),
     "slot_study_speedup": ("cpu", ("slots", "study_speedup"), None, True,
                            "the same study's wall time, Ray Tune's default / every slot busy"),
     "gpu_loader_speedup": ("gpu", ("data", "loader_speedup"), 10.0, True,

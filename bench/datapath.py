@@ -2,7 +2,8 @@
 normalised split, randperm slices, sums kept on the device) against the seeds' loop, on the same model
 (LeNet-5), optimizer (SGD, lr 0.01, momentum 0.9), training images and batch size.
 
-The baseline is what the write-ups run (write-up 001, docs/write-ups.md): torchvision's FashionMNIST reading -- a Dataset
+The baseline is what the write-ups run (write-up 001, docs/write-ups.md): torchvision's FashionMNIST
+reading -- a Dataset
 whose __getitem__ turns one uint8 image into a PIL image (`Image.fromarray(img.numpy(), mode="L")`) and applies
 transforms.Compose([ToTensor(), Normalize(mean, std)]) -- through a DataLoader(shuffle=True) with num_workers=0
 on a CPU, and seed 001's CUDA settings (num_workers=1, pin_memory=True) on a GPU; each batch is moved with

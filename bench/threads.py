@@ -3,7 +3,8 @@ Fashion-MNIST, batch 64, SGD with momentum) with OpenMP's two wait policies, sid
 
 ACTIVE (and libgomp's default, for its first 300,000 spins) makes a waiting thread spin; when other
 processes share the cores (a Ray study's other trials, anything else on the machine) a spinning thread
-burns the time slice another thread needs, and the step collapses. hpo/trainable.py sets OMP_WAIT_POLICY=PASSIVE before torch
+burns the time slice another thread needs, and the step collapses. hpo/trainable.py sets
+OMP_WAIT_POLICY=PASSIVE before torch
 loads. `speedup` = passive / active samples/s, both with 2 threads; "one_thread" (OMP_NUM_THREADS=1,
 what a Ray trial with one CPU gets) is measured alongside for reference.
 """

@@ -457,7 +457,8 @@ def _signature_options(fn, label: str) -> dict[str, object]:
     """The options (keyword parameters with defaults, besides the three inputs) of a model callable; an
     HpoError when it cannot be called as SIGNATURE."""
     def fail(problem):
-        return HpoError(f"model {label!r} cannot be a model: it must be callable as {SIGNATURE.replace('NAME', label.rpartition(':')[2])} "
+        signature = SIGNATURE.replace("NAME", label.rpartition(":")[2])
+        return HpoError(f"model {label!r} cannot be a model: it must be callable as {signature} "
                         f"and return a torch.nn.Module that gives logits [batch, num_classes]; {problem}.")
 
     try:

@@ -60,7 +60,8 @@ class ProgressView(tune.Callback):
         if self.verbose:
             done = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
             print(f"[{done}/{self.total(trials)} trials done] {trial.trial_id} epoch {result['epoch']}/"
-                  f"{self.study.epochs}  {self.study.primary_metric} {fmt(value)}  best {fmt(self.best and self.best[0])}"
+                  f"{self.study.epochs}  {self.study.primary_metric} {fmt(value)}  "
+                  f"best {fmt(self.best and self.best[0])}"
                   f"  ({result.get('epoch_time_s', 0):.1f} s/epoch)", file=self.stream, flush=True)
         else:
             self.show()
@@ -117,7 +118,8 @@ class ProgressView(tune.Callback):
     def summary(self) -> str:
         counts = " ".join(f"{n} {name}" for name, n in self.counts().items())
         best = f"best {self.study.primary_metric} {fmt(self.best[0])}" if self.best else "no result yet"
-        return (f"{counts} | {self.epochs_done} epoch{'s' * (self.epochs_done != 1)} | {duration(time.monotonic() - self.start)} elapsed, "
+        elapsed = duration(time.monotonic() - self.start)
+        return (f"{counts} | {self.epochs_done} epoch{'s' * (self.epochs_done != 1)} | {elapsed} elapsed, "
                 f"ETA {duration(self.eta_s())} | {best}")
 
     def running_lines(self) -> list[str]:

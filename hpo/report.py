@@ -65,7 +65,8 @@ def error_line(trial) -> str:
     if (trial.last_result or {}).get("error"):
         return trial.last_result["error"]
     if trial.error_file and os.path.exists(trial.error_file):
-        lines = [l.strip() for l in Path(trial.error_file).read_text(errors="replace").splitlines() if l.strip()]
+        lines = [line.strip() for line in Path(trial.error_file).read_text(errors="replace").splitlines()
+                 if line.strip()]
         return lines[-1] if lines else "failed"
     return (trial.last_result or {}).get("error") or ""
 

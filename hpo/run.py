@@ -123,7 +123,8 @@ def load_study(path: str):
     """Execute a study file and return its `study` (an hpo.Study)."""
     file = Path(path)
     if not file.is_file():
-        raise HpoError(f"Study file {path} does not exist. Study files live in studies/, e.g. studies/mnist_batchsize.py.")
+        raise HpoError(f"Study file {path} does not exist. Study files live in studies/, e.g. "
+                       "studies/mnist_batchsize.py.")
     try:
         namespace = runpy.run_path(str(file))
     except SyntaxError as e:

@@ -161,7 +161,8 @@ def parse(name, builtin=()) -> Source:
                            f"(e.g. folder:{text}?size=32); got {query!r}.")
         size = int(value)
     if not text:
-        raise HpoError(f"Dataset {name!r}: give a path, e.g. {kind}:data/my_{'images' if kind == 'folder' else 'data.npz'}.")
+        example = "images" if kind == "folder" else "data.npz"
+        raise HpoError(f"Dataset {name!r}: give a path, e.g. {kind}:data/my_{example}.")
     path = Path(os.path.abspath(os.path.expanduser(text)))
     if kind == "folder" and not path.is_dir():
         raise HpoError(f"Dataset {name!r}: {path} is {'a file' if path.exists() else 'not there'}; folder:PATH "
@@ -606,7 +607,8 @@ def load_folder(source: Source) -> Loaded:
             y = torch.tensor([label for _, label in files], dtype=torch.int64)
             if test is None:
                 train_idx, test_idx = _split_test([label for _, label in train])
-                train_idx, test_idx = torch.tensor(train_idx, dtype=torch.long), torch.tensor(test_idx, dtype=torch.long)
+                train_idx = torch.tensor(train_idx, dtype=torch.long)
+                test_idx = torch.tensor(test_idx, dtype=torch.long)
             else:
                 train_idx, test_idx = torch.arange(len(train)), torch.arange(len(train), len(files))
             split_train, split_test = (x[train_idx], y[train_idx]), (x[test_idx], y[test_idx])

@@ -295,7 +295,8 @@ class Study:
             fail("time_budget_min", f"must be a number of minutes >= {MIN_TIME_BUDGET_MIN:g} (minutes > 0), or "
                                     f"None; got {self.time_budget_min!r}.")
         if not isinstance(self.space, dict):
-            fail("space", f"must be a dict of space keys to constants or tune.* samplers; got {type(self.space).__name__}.")
+            fail("space", "must be a dict of space keys to constants or tune.* samplers; "
+                          f"got {type(self.space).__name__}.")
         self._check_variants()
         self._check_normalization()
 
@@ -424,8 +425,10 @@ class Study:
         known = list(next(iter(bundled.values())).values)
         unknown = [n for n in names or [None] if n not in known]
         if "variant" not in self.space or unknown:
+            got = unknown[0] if unknown else None
+            hint = suggest(got, known) if got else ""
             raise HpoError(f"Study '{self.name}': space key 'variant' must name the bundles of hpo.variants "
-                           f"({', '.join(known)}); got {unknown[0] if unknown else None!r}.{suggest(unknown[0], known) if unknown and unknown[0] else ''}")
+                           f"({', '.join(known)}); got {got!r}.{hint}")
 
     def _check_normalization(self) -> None:
         from hpo.data import dataset_info, normalization

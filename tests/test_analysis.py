@@ -330,7 +330,8 @@ def test_checkpoint_figures_from_a_real_trial(tmp_path, fake_mnist_dir):
 
 def chromium(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}"]
+             "--disable-component-update", "--disable-sync", "--no-first-run",
+             f"--user-data-dir={tmp_path / 'profile'}"]
     return subprocess.run([str(CHROMIUM), *flags, *args], capture_output=True, text=True, timeout=120)
 
 
@@ -510,7 +511,8 @@ def test_timeline_figure_and_report_line(tmp_path, monkeypatch):
     assert "Trials in flight: mean 1.8 of 4 slots (utilisation 41%)" in md and "busy 41% of the time" in md
     # An older study.json without slots: the mean alone.
     md = (analyse(timed_study(tmp_path / "old", slots=None), log=lambda _: None) / "report.md").read_text()
-    assert "Trials in flight: mean 1.8 (slots unknown" in md and "utilisation" not in md.split("Trials in flight")[1][:80]
+    assert "Trials in flight: mean 1.8 (slots unknown" in md
+    assert "utilisation" not in md.split("Trials in flight")[1][:80]
 
 
 @pytest.mark.parametrize("times", [False, "nan"])

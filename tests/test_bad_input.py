@@ -45,13 +45,15 @@ CASES = {
     "no study": ("x = 1\n", ["no variable named 'study'"]),
     "study not a Study": ("study = {'name': 's'}\n", ["not an hpo.Study", "dict"]),
     "raises in file": ("import math\nstudy = math.sqrt(-1)\n", ["line 4", "ValueError"]),
-    "unknown dataset": (good().replace('"mnist"', '"mnsit"'), ["'dataset'", "mnist, fashion_mnist, cifar10", "Did you mean 'mnist'"]),
+    "unknown dataset": (good().replace('"mnist"', '"mnsit"'),
+                        ["'dataset'", "mnist, fashion_mnist, cifar10", "Did you mean 'mnist'"]),
     "unknown model": (good().replace('"lenet5"', '"lenet"'), ["unknown model 'lenet'", "Did you mean 'lenet5'"]),
     "unknown optimizer": (good('{"optimizer": "adamm"}'), ["'optimizer'", "sgd, adam, adamw, rmsprop"]),
     "unknown search": (good(extra=', search="tpe"'), ["'search'", "grid, random, optuna"]),
     "unknown scheduler": (good(extra=', scheduler="hyperband"'), ["'scheduler'", "fifo, asha"]),
     "unknown space key": (good('{"learning_rate": 0.1}'), ["unknown space key 'learning_rate'", "Did you mean 'lr'"]),
-    "key of another model": (good('{"downsample": "pool"}'), ["unknown space key 'downsample'", "Model 'lenet5' takes"]),
+    "key of another model": (good('{"downsample": "pool"}'),
+                             ["unknown space key 'downsample'", "Model 'lenet5' takes"]),
     "negative lr": (good('{"lr": -0.1}'), ["'lr'", "-0.1", "> 0"]),
     "lr range through zero": (good('{"lr": tune.uniform(0, 0.1)}'), ["'lr'", "> 0"]),
     "zero batch size": (good('{"batch_size": tune.grid_search([64, 0])}'), ["'batch_size'", "integer > 0"]),
@@ -168,6 +170,7 @@ def test_cli_subprocess_has_no_traceback(tmp_path):
     assert proc.stdout == ""  # nothing started
 
 
+@pytest.mark.slow
 def test_diverged_and_out_of_memory_trials_are_recorded_and_the_study_goes_on(tmp_path, fake_mnist_dir):
     # lr=1e6 diverges at once; feature_maps=10**6 asks fc2 for a 4 TB hidden-to-hidden weight matrix: out of
     # memory. Both are recorded in the report and do not stop the healthy trial.
@@ -193,6 +196,7 @@ def test_diverged_and_out_of_memory_trials_are_recorded_and_the_study_goes_on(tm
     assert "1 diverged, 2 failed" in proc.stdout
 
 
+@pytest.mark.slow
 def test_a_trial_that_raises_is_recorded_with_its_message(tmp_path):
     """Real Ray Tune with the report writer: the error's message lands in trials.csv."""
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")

@@ -140,6 +140,7 @@ def test_plain_loop_of_the_study_trains_every_configuration(fake_mnist_dir):
         assert 0 <= t["best_val_acc"] <= 1
 
 
+@pytest.mark.slow
 def test_overhead_times_every_side_with_ray_set_up_as_hpo_run_sets_it(tmp_path):
     """Real Ray Tune, tiny sizes. Ray reads its environment when first imported: measured with Ray
     imported before hpo.run's settings, every worker went through Ray's `uv run` hook (seconds each)."""

@@ -312,6 +312,7 @@ def test_sigterm_stops_cleanly_and_a_moved_study_resumes_where_it_is(tmp_path, f
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     trials = pd.read_csv(second / "moved" / "report" / "trials.csv")
     assert len(trials) == 4 and set(trials["outcome"]) == {"completed"}
+    assert set(trials["layout"]) == {"channels_last"}  # the default on a CPU, recorded with every trial
     assert "Done: 4 trials completed" in resumed.stdout
     assert (first / "moved" / "report" / "trials.csv").read_text() == original  # the original is untouched
     study_json = json.loads((second / "moved" / "report" / "study.json").read_text())
@@ -513,7 +514,8 @@ def test_a_damaged_download_never_falls_back_to_another_folder_s_checkpoint(tmp_
     from hpo.checkpoints import load_newest_readable, save_state
 
     (tmp_path / "checkpoint_000003").mkdir()
-    save_state({"epoch": 3, "config": {"lr": 9}, "settings": {"model": "fc2"}}, tmp_path / "checkpoint_000003")  # another trial's
+    another_trials = {"epoch": 3, "config": {"lr": 9}, "settings": {"model": "fc2"}}
+    save_state(another_trials, tmp_path / "checkpoint_000003")
     (tmp_path / "checkpoint_tmp_1f2e").mkdir()
     (tmp_path / "checkpoint_tmp_1f2e" / "state.pt").write_bytes(b"cut")
     with pytest.raises(HpoError, match="checkpoint_tmp_1f2e"):

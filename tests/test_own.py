@@ -126,7 +126,8 @@ def test_an_own_model_s_options_are_checked_like_the_built_ins(tmp_path):
      r"width has no default"),
     ("def Net(in_channels, num_classes, image_size):\n    return {'fc': nn.Linear(1, 1)}",
      r"'\S+:Net' returned a dict, not a torch.nn.Module"),
-    ("def Net(in_channels, num_classes, image_size):\n    return nn.Sequential(nn.Flatten(), nn.Linear(100, num_classes))",
+    ("def Net(in_channels, num_classes, image_size):\n"
+     "    return nn.Sequential(nn.Flatten(), nn.Linear(100, num_classes))",
      r"'\S+:Net' fails on a batch of 2 images of 1x28x28 \(RuntimeError: .*shapes cannot be multiplied.*resize"),
     ("def Net(in_channels, num_classes, image_size):\n    return nn.Sequential(nn.Flatten(), nn.Linear(784, 7))",
      r"'\S+:Net' gives \[2, 7\] for a batch of 2 images of 1x28x28; it must give logits \[2, 10\]"),
@@ -169,7 +170,8 @@ def test_import_paths(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path / "pkg"))
     check_model_name("ownnets:small_cnn")
     assert model_options("ownnets:small_cnn") == {"width": 3}
-    assert build_model("ownnets:small_cnn", in_channels=3, num_classes=5, image_size=8)(torch.zeros(2, 3, 8, 8)).shape == (2, 5)
+    model = build_model("ownnets:small_cnn", in_channels=3, num_classes=5, image_size=8)
+    assert model(torch.zeros(2, 3, 8, 8)).shape == (2, 5)
     import ownnets
     assert as_model(ownnets.small_cnn) == "ownnets:small_cnn"  # an importable callable is run by its path
     from hpo.models import lenet5
@@ -232,7 +234,8 @@ def test_torchvision_kmnist_from_its_idx_files_is_converted_once(tmp_path, monke
     x, y = load_raw("torchvision:KMNIST", "train", root)
     assert x.dtype == torch.uint8 and x.shape == (120, 1, 28, 28) and y.dtype == torch.int64
     raw = root / "KMNIST" / "raw" / "train-images-idx3-ubyte"
-    assert torch.equal(x[:, 0], torch.from_numpy(np.frombuffer(raw.read_bytes(), np.uint8, offset=16).reshape(-1, 28, 28).copy()))
+    pixels = np.frombuffer(raw.read_bytes(), np.uint8, offset=16).reshape(-1, 28, 28).copy()
+    assert torch.equal(x[:, 0], torch.from_numpy(pixels))
     mean = x.double().mean().item() / 255
     assert info.mean[0] == pytest.approx(mean, abs=1e-5)  # statistics of the training split
     assert (root / "KMNIST.hpo.pt").is_file() and locate("torchvision:KMNIST", root) == root / "KMNIST" / "raw"
@@ -294,7 +297,8 @@ def test_torchvision_cifar100_from_its_pickles_with_its_class_names(tmp_path):
     (folder / "meta").write_bytes(pickle.dumps({b"fine_label_names": names, b"coarse_label_names": []}, protocol=2))
     info = dataset_info("torchvision:CIFAR100", tmp_path / "data")
     assert (info.channels, info.size, info.num_classes, info.classes[99]) == (3, 32, 100, "class99")
-    assert len(info.mean) == 3 and load_raw("torchvision:CIFAR100", "test", tmp_path / "data")[0].shape == (100, 3, 32, 32)
+    assert len(info.mean) == 3
+    assert load_raw("torchvision:CIFAR100", "test", tmp_path / "data")[0].shape == (100, 3, 32, 32)
 
 
 def test_torchvision_stl10_from_its_binaries(tmp_path):
@@ -522,8 +526,9 @@ def test_dataset_names_in_a_study(tmp_path):
 
 
 BAD_DATA = {
-    "folder without class subfolders": (lambda t: (write_png(t / "flat" / "train" / "a.png", np.zeros((8, 8), np.uint8)),
-                                                   f"folder:{t / 'flat'}")[1], "has no class subfolders"),
+    "folder without class subfolders": (
+        lambda t: (write_png(t / "flat" / "train" / "a.png", np.zeros((8, 8), np.uint8)), f"folder:{t / 'flat'}")[1],
+        "has no class subfolders"),
     "unreadable image": (lambda t: ((write_image_folder(t / "imgs") / "train" / "cat" / "003.png").write_bytes(b"x"),
                                     f"folder:{t / 'imgs'}")[1], "cannot read image"),
     "mixed sizes": (lambda t: (write_image_folder(t / "imgs"), write_png(t / "imgs" / "train" / "fox" / "x.png",

@@ -190,6 +190,7 @@ def smoke_runs(tmp_path_factory):
         return dict(pool.map(run, sorted(SMOKE, key=lambda n: ("vgg" not in n, -SMOKE[n][0]))))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(SMOKE))
 def test_study_smoke_runs_every_trial(name, smoke_runs):
     proc, report = smoke_runs[name]
@@ -215,6 +216,7 @@ def test_study_smoke_runs_every_trial(name, smoke_runs):
         assert trials[[f"config/{k}" for k in study.varied_keys()]].astype(str).drop_duplicates().shape[0] == expected
 
 
+@pytest.mark.slow
 def test_smoke_of_fashion_lenet5_keeps_the_models_settings(smoke_runs):
     _, report = smoke_runs["fashion_lenet5"]
     trials = pd.read_csv(report / "trials.csv").sort_values("config/variant")
@@ -224,6 +226,7 @@ def test_smoke_of_fashion_lenet5_keeps_the_models_settings(smoke_runs):
     assert trials["config/dropout"].tolist() == [0.0, 0.0, 0.5]
 
 
+@pytest.mark.slow
 def test_smoke_of_fc_vs_cnn_compares_models_of_about_the_same_size(smoke_runs):
     _, report = smoke_runs["mnist_fc_vs_cnn"]
     trials = pd.read_csv(report / "trials.csv")
