@@ -51,6 +51,8 @@ class ProgressView(tune.Callback):
             return
         self.epochs_done += 1
         self.latest[trial.trial_id] = result
+        if result.get("note"):  # e.g. the damaged-checkpoint fallback (hpo.checkpoints.load_newest_readable)
+            self.say(f"trial {trial.trial_id}: {result['note']}")
         value = result.get(self.study.primary_metric)
         if value is not None and math.isfinite(value):
             better = (value > self.best[0]) if self.best and self.study.primary_mode == "max" else \
@@ -74,12 +76,15 @@ class ProgressView(tune.Callback):
         from hpo.report import error_line
 
         self.trials = trials
-        message = f"trial {trial.trial_id} failed: {error_line(trial)}"
+        self.say(f"trial {trial.trial_id} failed: {error_line(trial)}")
+        self.show(force=True)
+
+    def say(self, message: str) -> None:
+        """A line above the live status (a trial's workers' own output is not forwarded)."""
         if self.display is not None:
             self.display.console.print(message)
         else:
             print(message, file=self.stream, flush=True)
-        self.show(force=True)
 
     def on_experiment_end(self, trials, **info):
         self.trials = trials

@@ -59,3 +59,14 @@ def test_terminal_status_is_redrawn_with_running_trials_and_best_config():
     text = out.getvalue()
     assert "best config: lr=0.01" in text and "b  epoch 1/2  val_acc 0.7000" in text
     assert "1 finished" in text
+
+
+def test_a_trial_note_reaches_the_console():
+    """A trial's workers print nowhere the user sees: its note (a damaged checkpoint gone back from) does."""
+    out = io.StringIO()
+    view = ProgressView(STUDY, stream=out, live=False, interval_s=3600)
+    a = trial("a")
+    view.on_trial_result(0, [a], a, {**result(3, 0.5), "note": "checkpoint_000002/state.pt cannot be read. "
+                                                               "Went back to the older checkpoint_000001"})
+    view.on_trial_result(0, [a], a, result(4, 0.6))
+    assert out.getvalue().count("trial a: checkpoint_000002/state.pt cannot be read. Went back") == 1
