@@ -4,9 +4,10 @@ Locally it starts an embedded Ray on 127.0.0.1; with --address (or inside
 `ray job submit`) it joins that cluster. Results: <results>/<study>/experiment
 (Ray's experiment directory) and <results>/<study>/report (see docs/report-format.md).
 
-As a library: `plan(RunOptions(...))` loads and checks everything (no side
-effects), `execute(plan)` runs it; `build_tuner(plan, trainable, callbacks)` is
-the Ray Tune set-up alone (bench/ uses it).
+As a library: `plan(RunOptions(...))` loads and checks everything (it may
+download or cache the data, never touches the study folder), `execute(plan)`
+runs it; `build_tuner(plan, trainable, callbacks)` is the Ray Tune set-up
+alone (bench/ uses it).
 """
 
 from __future__ import annotations
@@ -228,7 +229,9 @@ def check_splits(study: Study, train_images: int, max_train: int | None) -> None
 
 
 def plan(options: RunOptions) -> Plan:
-    """Load and check everything a run needs, before Ray starts; nothing is written."""
+    """Load and check everything a run needs, before Ray starts. The study folder is not touched; the
+    data may be: a dataset found nowhere is downloaded, and torchvision:/folder: datasets write their
+    converted cache beside the data (hpo.sources)."""
     from hpo.trainable import RunSettings
 
     env.keep_ray_on_loopback(options.cluster_address)  # before the study file imports Ray

@@ -324,7 +324,7 @@ def _cached(state: dict) -> tuple:
 
 # ---------------------------------------------------------------- torchvision:NAME
 
-def tv_files_present(s: TorchvisionSet, root: Path) -> list[str]:
+def tv_files_missing(s: TorchvisionSet, root: Path) -> list[str]:
     """The dataset's files missing from a data root ([] when it is complete)."""
     folder = root / s.folder
     return [f for f in s.files if not (folder / f).is_file()]
@@ -435,7 +435,7 @@ def load_torchvision(source: Source, roots: list[Path]) -> Loaded:
             state = read_cache(cache, source.name)
         if state is not None:
             return finish(source.name, root / s.folder, *_cached(state))
-        missing = tv_files_present(s, root)
+        missing = tv_files_missing(s, root)
         if not missing:
             with FileLock(str(cache_dir(root) / f".{source.key}.download.lock")):
                 return _convert(source, root)
@@ -445,9 +445,9 @@ def load_torchvision(source: Source, roots: list[Path]) -> Loaded:
     try:
         target.mkdir(parents=True, exist_ok=True)
         with FileLock(str(target / f".{source.key}.download.lock")):
-            if tv_files_present(s, target):
+            if tv_files_missing(s, target):
                 tv_download(source.tv, source.split, target)
-            if not tv_files_present(s, target):
+            if not tv_files_missing(s, target):
                 return _convert(source, target)
         reason = "the download finished without the expected files"
     except HpoError:

@@ -212,7 +212,8 @@ def test_a_trial_that_raises_is_recorded_with_its_message(tmp_path):
     study = Study(name="raising", dataset="mnist", model="lenet5", space={"lr": tune.grid_search([0.01, 0.1])},
                   epochs=1)
     writer = ReportWriter(study, tmp_path / "raising", str(tmp_path / "raising" / "experiment"), {})
-    ray.init(num_cpus=1, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    # "local": a new Ray, never an earlier `ray start` whose address file was left in /tmp/ray
+    ray.init(address="local", num_cpus=1, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
     try:
         tune.Tuner(trainable, param_space=study.space,
                    run_config=tune.RunConfig(name="experiment", storage_path=str(tmp_path / "raising"),

@@ -458,7 +458,8 @@ def test_a_deterministic_error_fails_the_trial_after_one_retry_not_max_failures(
     study = Study(name="same_error", dataset="mnist", model="mnist_cnn", epochs=2)
     writer = ReportWriter(study, tmp_path / "same_error", str(tmp_path / "same_error" / "experiment"), {})
     settings = RunSettings("mnist", "mnist_cnn", 2, str(fake_mnist_dir))
-    ray.init(num_cpus=1, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    # "local": a new Ray, never an earlier `ray start` whose address file was left in /tmp/ray
+    ray.init(address="local", num_cpus=1, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
     try:
         results = tune.Tuner(tune.with_parameters(tune_trainable, settings=settings), param_space={},
                              run_config=tune.RunConfig(name="experiment", storage_path=str(tmp_path / "same_error"),
