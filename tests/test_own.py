@@ -148,15 +148,17 @@ study = Study(name="s", dataset="mnist", model=Net)
 
 def test_a_forward_the_meta_device_cannot_run_is_checked_on_the_cpu():
     class Net(torch.nn.Module):
-        def __init__(self, in_channels, num_classes, image_size):
+        def __init__(self, in_channels, num_classes, image_size, outputs=None):
             super().__init__()
-            self.fc = torch.nn.Linear(in_channels * image_size ** 2, num_classes)
+            self.fc = torch.nn.Linear(in_channels * image_size ** 2, outputs or num_classes)
 
         def forward(self, x):
             scale = float(x.abs().max().item()) + 1  # .item() has no meta kernel
             return self.fc(x.flatten(1)) / scale
 
-    check_build(as_model(Net), in_channels=1, num_classes=10, image_size=8)
+    check_build(as_model(Net), in_channels=1, num_classes=10, image_size=8)  # passes on the CPU
+    with pytest.raises(HpoError, match=r"gives \[2, 3\] .* must give logits \[2, 10\]"):  # and is checked there
+        check_build(as_model(Net), in_channels=1, num_classes=10, image_size=8, outputs=3)
 
 
 def test_import_paths(tmp_path, monkeypatch):

@@ -37,6 +37,20 @@ def shares_letter(x: str, y: str) -> bool:
 
 # ---------------------------------------------------------------- all pairs
 
+def test_games_howell_p_value_of_one_pair_by_hand():
+    """Games-Howell written out (Games & Howell 1976): Welch's t and degrees of freedom for the pair, the
+    studentized range of k groups at q = |t| * sqrt(2). Not the scipy call the analysis makes."""
+    groups = list(FIVE.values())
+    a, c = np.array(FIVE["a"]), np.array(FIVE["c"])
+    va, vc = a.var(ddof=1) / len(a), c.var(ddof=1) / len(c)
+    t = (a.mean() - c.mean()) / math.sqrt(va + vc)
+    df = (va + vc) ** 2 / (va ** 2 / (len(a) - 1) + vc ** 2 / (len(c) - 1))
+    expected = sps.studentized_range.sf(abs(t) * math.sqrt(2), len(groups), df)
+    p = stats.games_howell(groups)
+    assert p[0, 2] == pytest.approx(expected, rel=1e-6) and p[2, 0] == pytest.approx(expected, rel=1e-6)
+    assert 0.01 < expected < 0.5  # a pair the test has to weigh (p = 0.22), not a foregone conclusion
+
+
 def test_games_howell_p_values_and_letters_match_scipy(tmp_path):
     data = load(five_study(tmp_path))
     table = config_table(data)
