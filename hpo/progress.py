@@ -13,7 +13,7 @@ import time
 
 from ray import tune
 
-from hpo.study import Study
+from hpo.study import OUTCOMES, Study
 
 
 def fmt(value) -> str:
@@ -41,6 +41,7 @@ class ProgressView(tune.Callback):
         self.epochs_done = 0
         self.best: tuple[float, dict] | None = None  # (value, config)
         self.latest: dict[str, dict] = {}  # trial id -> its last result
+        self.completed: set[str] = set()  # trials Ray Tune completed (finished, or stopped by the scheduler)
         self.trials: list = []
         self.display = None
 
@@ -70,6 +71,7 @@ class ProgressView(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.trials = trials
+        self.completed.add(trial.trial_id)
         self.show(force=True)
 
     def on_trial_error(self, iteration, trials, trial, **info):
@@ -105,13 +107,20 @@ class ProgressView(tune.Callback):
         return max(len(trials), self.study.num_trials())  # searchers create trials as they go
 
     def counts(self) -> dict[str, int]:
-        trials, rungs = self.trials, self.study.asha_rungs()
-        ended = [t for t in trials if t.status in ("TERMINATED", "ERROR")]
-        failed = sum(t.status == "ERROR" or bool((t.last_result or {}).get("error")) for t in ended)
-        stopped = sum(t.status == "TERMINATED" and (t.last_result or {}).get("epoch") in rungs for t in ended)
-        return {"finished": len(ended) - failed - stopped, "stopped early": stopped, "failed": failed,
-                "running": sum(t.status == "RUNNING" for t in trials),
-                "pending": self.total(trials) - len(ended) - sum(t.status == "RUNNING" for t in trials)}
+        """Trials by outcome, by the report's own rule (hpo.report.outcome); diverged and interrupted
+        only where there are some."""
+        from hpo.report import outcome
+
+        found = dict.fromkeys(OUTCOMES, 0)
+        for t in self.trials:
+            last = self.latest.get(t.trial_id) or t.last_result or {}
+            epochs = {last["epoch"]: last} if last.get("epoch") else {}
+            found[outcome(t, epochs, self.study, completed=t.trial_id in self.completed)] += 1
+        found["pending"] += self.total(self.trials) - len(self.trials)  # a searcher's trials still to come
+        shown = {"finished": found["completed"], "stopped early": found["stopped_early"],
+                 "diverged": found["diverged"], "failed": found["failed"], "interrupted": found["interrupted"],
+                 "running": found["running"], "pending": found["pending"]}
+        return {k: n for k, n in shown.items() if n or k not in ("diverged", "interrupted")}
 
     def eta_s(self) -> float | None:
         elapsed = time.monotonic() - self.start

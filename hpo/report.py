@@ -97,19 +97,21 @@ def checkpoint_path(trial) -> str:
 
 
 def outcome(trial, epochs: dict[int, dict], study: Study, completed: bool | None = None) -> str:
-    """`completed`: whether Ray Tune completed the trial (its on_trial_complete: it finished, or the
-    scheduler stopped it), when known. A trial cut at the end of the experiment (the time budget, Ctrl-C)
-    is not, even at a rung epoch."""
-    last = epochs[max(epochs)] if epochs else {}
+    """The one rule for what happened to a trial (OUTCOMES), used by the report and the live status.
+    `epochs`: its results by epoch number, at least its last one. `completed`: whether Ray Tune completed
+    the trial (its on_trial_complete: it finished, or the scheduler stopped it), when known. A trial cut
+    at the end of the experiment (the time budget, Ctrl-C) is not, even at a rung epoch."""
+    epochs_run = max(epochs, default=0)
+    last = epochs[epochs_run] if epochs else {}
     if trial.status == "ERROR" or (trial.last_result or {}).get("error"):
         return "failed"
     if last.get("diverged"):
         return "diverged"
     if trial.status == "TERMINATED":
-        if len(epochs) >= study.epochs:
+        if epochs_run >= study.epochs:
             return "completed"
         # The scheduler stops a trial only at one of its rungs; anywhere else Ctrl-C did.
-        at_rung = len(epochs) in study.asha_rungs() and completed is not False
+        at_rung = epochs_run in study.asha_rungs() and completed is not False
         return "stopped_early" if at_rung else "interrupted"
     return "running" if trial.status in ("RUNNING", "PAUSED") or epochs else "pending"
 

@@ -70,3 +70,21 @@ def test_a_trial_note_reaches_the_console():
                                                                "Went back to the older checkpoint_000001"})
     view.on_trial_result(0, [a], a, result(4, 0.6))
     assert out.getvalue().count("trial a: checkpoint_000002/state.pt cannot be read. Went back") == 1
+
+
+def test_the_status_counts_trials_by_the_report_s_outcome_rule():
+    """A stop at a rung by ASHA is 'stopped early'; a cut there by the time budget is 'interrupted' (Ray
+    Tune never completed it); a trial whose loss became NaN is 'diverged': as in trials.csv."""
+    asha = Study(name="s", dataset="mnist", model="fc2", space={"lr": tune.loguniform(1e-3, 1e-1)},
+                 search="optuna", scheduler="asha", num_samples=5, epochs=9, grace_period=1,
+                 reduction_factor=3)
+    view = ProgressView(asha, stream=io.StringIO(), live=False)
+    done, stopped, cut, nan = trial("done"), trial("stopped"), trial("cut"), trial("nan")
+    trials = [done, stopped, cut, nan]
+    for t, epoch, extra in ((done, 9, {}), (stopped, 3, {}), (cut, 3, {}), (nan, 2, {"diverged": True})):
+        view.on_trial_result(0, trials, t, {**result(epoch, 0.5), **extra})
+        t.status = "TERMINATED"
+    for t in (done, stopped, nan):  # Ray Tune completes what ends by itself or by the scheduler
+        view.on_trial_complete(0, trials, t)
+    assert view.counts() == {"finished": 1, "stopped early": 1, "diverged": 1, "failed": 0, "interrupted": 1,
+                             "running": 0, "pending": 1}
