@@ -107,7 +107,7 @@ def load_model(checkpoint_dir, trust: bool = False):
     A study-file model class is unpickled only with `trust` (else UntrustedCode)."""
     from hpo.data import dataset_info
     from hpo.models import build_model
-    from hpo.trainable import RunSettings, trial_options
+    from hpo.study import RunSettings, trial_options
 
     state = load_study_code(checkpoint_dir, load_state(checkpoint_dir), trust)
     settings = RunSettings(**state["settings"])

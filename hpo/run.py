@@ -32,7 +32,7 @@ from pathlib import Path
 from hpo import env, storage
 from hpo.errors import HpoError
 from hpo.study import (FINISHED, SMOKE_EPOCHS, SMOKE_EVAL, SMOKE_FLOPS, SMOKE_TRAIN, SMOKE_TRIALS,
-                       TRAINABLE_KEYS, Study, parse_overrides, possible_values)
+                       TRAINABLE_KEYS, RunSettings, Study, parse_overrides, possible_values)
 
 
 @dataclass(frozen=True)
@@ -155,7 +155,7 @@ class Plan:
     options: RunOptions
     study_dir: Path  # the report is written here (<results>/<name>, or <storage>/<name> for a path)
     storage_path: str  # Ray Tune keeps the experiment in <storage_path>/experiment (a path or a URI)
-    settings: "RunSettings"  # noqa: F821  (hpo.trainable, imported late: it loads torch)
+    settings: RunSettings
     data: dict = dataclasses.field(default_factory=dict)  # what was read: dataset, folder, images per split
     slots: int | None = None  # trials that fit at once (set by execute once Ray runs: trial_slots)
 
@@ -232,7 +232,6 @@ def plan(options: RunOptions) -> Plan:
     """Load and check everything a run needs, before Ray starts. The study folder is not touched; the
     data may be: a dataset found nowhere is downloaded, and torchvision:/folder: datasets write their
     converted cache beside the data (hpo.sources)."""
-    from hpo.trainable import RunSettings
 
     env.keep_ray_on_loopback(options.cluster_address)  # before the study file imports Ray
     study = load_study(options.study_file).with_overrides(parse_overrides(options.overrides))

@@ -2,6 +2,7 @@
 
 Each is read once into uint8 tensors [N,C,H,W] and int64 labels, its normalisation statistics computed
 from its training split; hpo.data then treats it like a built-in (a DatasetInfo, load_raw, load_data).
+hpo.data imports this module; both read files through hpo.formats.
 
 - torchvision:NAME (e.g. torchvision:KMNIST, torchvision:EMNIST/balanced) is looked up in the data
   directories in torchvision's own layout, downloaded with torchvision into the first of them when found
@@ -29,6 +30,7 @@ import numpy as np
 import torch
 
 from hpo.errors import HpoError
+from hpo.formats import DatasetInfo, read_cifar_batch, unpickle_arrays
 
 TORCHVISION, FOLDER, NPZ = "torchvision:", "folder:", "npz:"
 CACHE_VERSION = 1
@@ -177,8 +179,6 @@ def parse(name, builtin=()) -> Source:
 def static_info(source: Source):
     """A torchvision dataset's shape and classes, without reading or downloading it (mean and std are
     unknown: empty)."""
-    from hpo.data import DatasetInfo
-
     s = _tv_set(source.tv, source.split)
     classes = s.classes or tuple(str(i) for i in range(s.n_classes))
     return DatasetInfo(source.name, s.channels, s.size, len(classes), (), (), classes)
@@ -189,7 +189,7 @@ def static_info(source: Source):
 
 @dataclass(frozen=True)
 class Loaded:
-    info: "DatasetInfo"  # noqa: F821  (hpo.data)
+    info: DatasetInfo
     train: tuple[torch.Tensor, torch.Tensor]  # uint8 [N,C,H,W], int64 [N]
     test: tuple[torch.Tensor, torch.Tensor]
     folder: Path  # where it was read from
@@ -250,8 +250,6 @@ def _labels_in_range(name, where, y: torch.Tensor, num_classes: int) -> None:
 def finish(name, folder, classes, train, test, stats=None) -> Loaded:
     """The DatasetInfo and splits of a read dataset, checked: shapes, labels, size on the device;
     `stats`: its (mean, std) when known (a cache), else computed from the training split."""
-    from hpo.data import DatasetInfo
-
     (x, y), (xt, yt) = train, test
     for split, (a, b) in (("train", train), ("test", test)):
         if len(a) != len(b):
@@ -347,8 +345,6 @@ def tv_download(tv: str, split: str | None, root: Path) -> None:
 def tv_read(tv: str, split: str | None, root: Path):
     """(classes, (x, y) train, (x, y) test) from torchvision's files in root: MNIST-like files through
     torchvision's readers (they check no checksums), the others with readers of their formats."""
-    from hpo.data import read_cifar_batch, unpickle_arrays
-
     s = _tv_set(tv, split)
     folder = root / s.folder
     classes = list(s.classes)

@@ -91,6 +91,28 @@ TRAINABLE_KEYS: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
 }
 
 
+@dataclass(frozen=True)
+class RunSettings:
+    """What is the same for every trial of one run (the config is what varies)."""
+
+    dataset: str
+    model: str
+    epochs: int
+    data_dir: str | None = None
+    max_train: int | None = None  # --smoke caps the images per trial
+    max_eval: int | None = None
+    max_flops: float | None = None  # --smoke: compute per epoch, capping the images further (trainable.smoke_caps)
+
+
+def trial_options(config: dict) -> tuple[dict, dict]:
+    """Split a trial config into the trainable's keys (with defaults) and the model's options."""
+    options = {k: v for k, v in config.items() if k not in TRAINABLE_KEYS and not k.startswith("__")}
+    keys = {k: config.get(k, default) for k, (default, _, _) in TRAINABLE_KEYS.items()}
+    if "seed" not in config and "__trial_index__" in config:  # repeats made by tune.search.Repeater
+        keys["seed"] = config["__trial_index__"]
+    return keys, options
+
+
 def _normalization_ok(v) -> bool:
     if v in ("dataset", "none"):
         return True

@@ -15,7 +15,7 @@ import math
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Iterator
 
@@ -26,29 +26,7 @@ import torch.nn.functional as F
 from hpo import checkpoints
 from hpo.errors import HpoError
 from hpo.registry import OPTIMIZERS
-from hpo.study import METRICS, TRAINABLE_KEYS, parse_overrides
-
-
-@dataclass(frozen=True)
-class RunSettings:
-    """What is the same for every trial of one run (the config is what varies)."""
-
-    dataset: str
-    model: str
-    epochs: int
-    data_dir: str | None = None
-    max_train: int | None = None  # --smoke caps the images per trial
-    max_eval: int | None = None
-    max_flops: float | None = None  # --smoke: compute per epoch, which caps the images further (smoke_caps)
-
-
-def trial_options(config: dict) -> tuple[dict, dict]:
-    """Split a trial config into the trainable's keys (with defaults) and the model's options."""
-    options = {k: v for k, v in config.items() if k not in TRAINABLE_KEYS and not k.startswith("__")}
-    keys = {k: config.get(k, default) for k, (default, _, _) in TRAINABLE_KEYS.items()}
-    if "seed" not in config and "__trial_index__" in config:  # repeats made by tune.search.Repeater
-        keys["seed"] = config["__trial_index__"]
-    return keys, options
+from hpo.study import METRICS, RunSettings, parse_overrides, trial_options
 
 
 def make_optimizer(name: str, params, lr, momentum: float, weight_decay: float, fused: bool | None = None,
