@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import figures, fmt, samples, stats, tables
-from analysis.load import StudyData
+from analysis.load import FINAL, StudyData
 from analysis.render import Section, Table, html_page, markdown, write_text, xlsx
 from analysis.tables import Skipped
 
@@ -60,7 +60,7 @@ def write_report(data: StudyData, log, live: bool = False, trust: bool = False) 
 def _live_banner(data: StudyData) -> str:
     from datetime import datetime
 
-    finished = int(data.trials["outcome"].isin(["completed", "stopped_early", "diverged", "failed"]).sum()) \
+    finished = int(data.trials["outcome"].isin(FINAL).sum()) \
         if "outcome" in data.trials else 0
     planned = max(int(data.meta.get("planned_trials") or 0), len(data.trials))
     return (f"**running: {finished} of {planned} trials finished, updated {datetime.now():%H:%M}.** This page "

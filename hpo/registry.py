@@ -12,8 +12,13 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 
+def is_grid(value) -> bool:
+    """Whether a space entry is a tune.grid_search (Ray Tune writes it as {"grid_search": [...]})."""
+    return isinstance(value, dict) and set(value) == {"grid_search"}
+
+
 def has_grid(space: dict) -> bool:
-    return any(isinstance(v, dict) and "grid_search" in v for v in space.values())
+    return any(is_grid(v) for v in space.values())
 
 
 @dataclass(frozen=True)

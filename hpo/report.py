@@ -19,7 +19,7 @@ import pandas as pd
 from ray import tune
 
 from hpo import storage
-from hpo.study import FINISHED, METRICS, OUTCOMES, Study
+from hpo.study import FINAL, METRICS, OUTCOMES, Study
 
 HIGHER_IS_BETTER = {m: m.endswith("_acc") or m == "samples_per_s" for m in METRICS}
 
@@ -84,7 +84,7 @@ def earlier_final_outcomes(trials_csv: Path, mirrored: str | None = None) -> dic
         table = pd.read_csv(io.StringIO(text), usecols=["trial_id", "outcome"], dtype=str)
     except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError):
         return {}
-    final = table[table["outcome"].isin([*FINISHED, "failed"])]
+    final = table[table["outcome"].isin(FINAL)]
     return dict(zip(final["trial_id"], final["outcome"]))
 
 

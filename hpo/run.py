@@ -31,7 +31,7 @@ from pathlib import Path
 
 from hpo import env, storage
 from hpo.errors import HpoError
-from hpo.study import (FINISHED, SMOKE_EPOCHS, SMOKE_EVAL, SMOKE_FLOPS, SMOKE_TRAIN, SMOKE_TRIALS,
+from hpo.study import (FINAL, SMOKE_EPOCHS, SMOKE_EVAL, SMOKE_FLOPS, SMOKE_TRAIN, SMOKE_TRIALS,
                        TRAINABLE_KEYS, RunSettings, Study, parse_overrides, possible_values)
 
 
@@ -741,7 +741,7 @@ def execute(p: Plan) -> int:
         return 1 if short_of_space else 130
     if not analysed:
         return 130
-    unfinished = trials["total"] - sum(trials[k] for k in (*FINISHED, "failed"))
+    unfinished = trials["total"] - sum(trials[k] for k in FINAL)
     budget = (f", {unfinished} not finished when the {study.time_budget_min:g}-minute time budget ran out"
               if study.time_budget_min and unfinished else "")
     if writer.utilisation is not None and writer.utilisation < 0.7 and trials["total"] > 1:

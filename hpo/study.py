@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from hpo.errors import HpoError
-from hpo.registry import OPTIMIZERS, SCHEDULERS, SEARCHES, has_grid
+from hpo.registry import OPTIMIZERS, SCHEDULERS, SEARCHES, has_grid, is_grid
 
 
 def _sample():
@@ -35,6 +35,7 @@ SMOKE_FLOPS = 4e11  # ~20 s an epoch where one core trains VGG-11 at 224 x 224 a
 # have numbers to compare.
 OUTCOMES = ("completed", "stopped_early", "diverged", "failed", "interrupted", "running", "pending")
 FINISHED = OUTCOMES[:3]
+FINAL = OUTCOMES[:4]  # what a resumed study never runs again: the finished and the failed
 # Reported by the trainable every epoch (docs/report-format.md).
 METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
            "epoch_time_s", "samples_per_s", "lr")
@@ -138,7 +139,7 @@ def suggest(name: str, allowed) -> str:
 
 def possible_values(value) -> list | None:
     """The values a space entry can take, or None for a continuous range."""
-    if isinstance(value, dict) and set(value) == {"grid_search"}:
+    if is_grid(value):
         return list(value["grid_search"])
     sample = _sample()
     if isinstance(value, sample.Function) and isinstance(value.func, FromVariant):
@@ -164,7 +165,7 @@ def is_varied(value) -> bool:
 
 def describe(value) -> Any:
     """A JSON-friendly description of a space entry (for study.json)."""
-    if isinstance(value, dict) and set(value) == {"grid_search"}:
+    if is_grid(value):
         return {"grid_search": list(value["grid_search"])}
     sample = _sample()
     if isinstance(value, sample.Categorical):
@@ -198,7 +199,7 @@ def _map_values(value, f):
     """A space entry with f applied to each value it can take (a constant, grid_search, tune.choice or
     hpo.variants); other samplers as they are."""
     sample = _sample()
-    if isinstance(value, dict) and set(value) == {"grid_search"}:
+    if is_grid(value):
         return {"grid_search": [f(v) for v in value["grid_search"]]}
     if isinstance(value, sample.Categorical):
         return sample.Categorical([f(v) for v in value.categories]).uniform()
@@ -468,7 +469,7 @@ class Study:
                            f"{', '.join(allowed)}.{suggest(value, allowed)}")
 
     def _check_values(self, key, value, check, allowed_text):
-        if isinstance(value, dict) and set(value) == {"grid_search"} and not value["grid_search"]:
+        if is_grid(value) and not value["grid_search"]:
             raise HpoError(f"Study '{self.name}': space key '{key}' is an empty tune.grid_search([]): "
                            "the grid would have no trials. Give at least one value.")
         for v in possible_values(value) or _range_ends(value):
@@ -487,7 +488,7 @@ class Study:
         return [k for k, v in self.space.items() if is_varied(v) and k != "seed"]
 
     def grid_size(self) -> int:
-        sizes = [len(v["grid_search"]) for v in self.space.values() if isinstance(v, dict) and "grid_search" in v]
+        sizes = [len(v["grid_search"]) for v in self.space.values() if is_grid(v)]
         return math.prod(sizes) if sizes else 1
 
     def asha_rungs(self) -> set[int]:
@@ -513,7 +514,7 @@ class Study:
     def smoke(self) -> "Study":
         """The same study, shrunk to a quick check of the whole pipeline (--smoke)."""
         space = dict(self.space)
-        grids = {k: list(v["grid_search"]) for k, v in space.items() if isinstance(v, dict) and "grid_search" in v}
+        grids = {k: list(v["grid_search"]) for k, v in space.items() if is_grid(v)}
         while self.search == "grid" and grids and math.prod(map(len, grids.values())) > SMOKE_TRIALS:
             longest = max(grids, key=lambda k: len(grids[k]))
             grids[longest].pop()  # keep the first values: the smoke study still varies what the study varies
