@@ -17,6 +17,7 @@ import pandas as pd
 
 # The outcomes, in the order the report lists them (the first three have numbers to compare): the
 # report's contract, named once in hpo/study.py.
+from hpo.registry import SCHEDULERS, SEARCHES
 from hpo.study import FINAL, FINISHED, OUTCOMES  # noqa: F401  (tables.py, figures.py, sections.py import them here)
 
 
@@ -80,9 +81,20 @@ class StudyData:
         return [f"config/{k}" for k in self.varied_keys]
 
     @property
+    def search(self):
+        """What the study's search can do (hpo.registry.Search); None for a name this hpo does not know."""
+        return SEARCHES.get(self.study.get("search"))
+
+    @property
+    def stops_early(self) -> bool:
+        """Its scheduler stops trials at rungs (ASHA)."""
+        scheduler = SCHEDULERS.get(self.study.get("scheduler"))
+        return bool(scheduler and scheduler.stops_early)
+
+    @property
     def is_search(self) -> bool:
-        """An Optuna or ASHA study: top trials, rungs and importance make sense."""
-        return self.study.get("search") == "optuna" or self.study.get("scheduler") == "asha"
+        """A learning search or early stopping: top trials, rungs and importance make sense."""
+        return bool(self.search and self.search.learns) or self.stops_early
 
     @property
     def finished(self) -> pd.DataFrame:

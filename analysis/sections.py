@@ -276,7 +276,7 @@ def _conclusion(data: StudyData, table: pd.DataFrame) -> str:
 
 def _effects_section(data: StudyData, configs: pd.DataFrame, figure_dir: Path, log) -> Section:
     section = Section(f"Effect of each varied key on {data.target}")
-    if data.study.get("search") == "grid" and len(data.varied_keys) >= 2:
+    if data.search and not data.search.samples and len(data.varied_keys) >= 2:  # a full grid
         section.paragraphs.append(
             f"The marginal effect of each key: {data.target} at each of its levels, over every value of the other"
             " keys and every seed (mean ± std, 95% CI); each level compared with the best level as above.")
@@ -317,14 +317,14 @@ def _cost_section(data: StudyData, figure_dir: Path, log) -> Section:
 
 def _search_section(data: StudyData, figure_dir: Path, log) -> Section:
     section = Section("The search")
-    asha = data.study.get("scheduler") == "asha"
-    if asha and data.study.get("search") in ("random", "optuna"):
+    asha = data.stops_early
+    if asha and data.search and data.search.samples:
         section.paragraphs.append(
             "Note: ASHA stops weak trials at its rungs, and a stopped trial's numbers come from fewer epochs than"
             " a finished one's: its metric is not comparable with theirs. The top trials below are therefore"
             " ranked by the epochs they reached (the highest rung first), then by the metric.")
         learns = ("TPE learns from those early values as if they were final, which favours configurations that"
-                  " learn fast over those that end best" if data.study.get("search") == "optuna" else
+                  " learn fast over those that end best" if data.search.learns else
                   "the random sampler does not learn from values, but Optuna's own record of the best trial does"
                   " not tell early values from final ones")
         section.paragraphs.append(
@@ -333,7 +333,7 @@ def _search_section(data: StudyData, figure_dir: Path, log) -> Section:
     ranked = "the epochs reached (ASHA's rung, the highest first), then " if asha else ""
     section.tables.append(Table(f"Top {tables.TOP_K} trials", tables.top_trials(data),
                                 f"by {ranked}{data.target} ({data.mode}).", sheet="top trials"))
-    if data.study.get("scheduler") == "asha" or (data.trials["outcome"] == "stopped_early").any():
+    if asha or (data.trials["outcome"] == "stopped_early").any():
         section.tables.append(Table("Trials stopped by ASHA, by rung", tables.rung_table(data),
                                     "The epoch each stopped trial reached, and its best metric.", sheet="asha rungs"))
         section.figures += _draw(data, log, figures.asha_survival, figure_dir)

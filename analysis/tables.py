@@ -167,7 +167,7 @@ def top_trials(data: StudyData, k: int = TOP_K) -> pd.DataFrame:
     """The best k trials; under ASHA those that reached the highest rung first: a trial stopped at an early
     rung has a metric from fewer epochs, not comparable with a trial that trained to the end."""
     t = data.finished
-    if data.study.get("scheduler") == "asha" and "epochs_run" in t:
+    if data.stops_early and "epochs_run" in t:
         t = t.sort_values(["epochs_run", data.target], ascending=[False, data.mode == "min"]).head(k)
     else:
         t = t.sort_values(data.target, ascending=data.mode == "min").head(k)

@@ -1,8 +1,10 @@
 """Every named choice of a study and what it builds: searches, schedulers, optimizers.
 
-Validation (hpo.study) reads the names, hpo.run and hpo.trainable call the
-builders, the report reads the descriptions. A new scheduler or optimizer is
-one entry here. Ray, Optuna and torch are imported inside the builders: the
+Validation (hpo.study) reads the names and what each search and scheduler can
+do (`Search`, `Scheduler`: fields, never names compared), hpo.run and
+hpo.trainable call the builders, `python -m hpo.run --help` lists the
+descriptions, the analysis reads the capabilities. A new scheduler or optimizer
+is one entry here. Ray, Optuna and torch are imported inside the builders: the
 study is validated before Ray is first imported (hpo.env).
 """
 
@@ -23,8 +25,24 @@ def has_grid(space: dict) -> bool:
 
 @dataclass(frozen=True)
 class Choice:
-    description: str
+    description: str  # shown by `python -m hpo.run --help`
     build: Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class Search(Choice):
+    """What a search can do, read wherever a study is checked or analysed (never its name)."""
+
+    samples: bool = False  # draws configurations (tune.choice, uniform...), so the space must vary something
+    takes_grid: bool = True  # can run a tune.grid_search
+    learns: bool = False  # its suggestions learn from earlier trials (TPE), also from ASHA's early stops
+    multi_objective: bool = False  # metric=[...], mode=[...]: a Pareto front (Optuna's samplers)
+    values_as_text: bool = False  # keeps a choice's values as text (Optuna's journal): no study-file classes
+
+
+@dataclass(frozen=True)
+class Scheduler(Choice):
+    stops_early: bool = False  # stops trials at rungs (so a multi-objective study cannot use it)
 
 
 # -- searches: build(study, space, max_concurrent, journal) -> (search_alg, num_samples); may add "seed" to
@@ -70,10 +88,12 @@ def _random(study, space: dict, max_concurrent, journal=None):
     return _optuna("RandomSampler")(study, space, max_concurrent, journal)
 
 
-SEARCHES: dict[str, Choice] = {
-    "grid": Choice("Ray Tune's grid search (BasicVariantGenerator)", _variant_generator),
-    "random": Choice("random search (Optuna's seeded RandomSampler; Ray's generator inside a grid)", _random),
-    "optuna": Choice("Optuna TPE (seeded TPESampler through Ray Tune's OptunaSearch)", _optuna("TPESampler")),
+SEARCHES: dict[str, Search] = {
+    "grid": Search("Ray Tune's grid search (BasicVariantGenerator)", _variant_generator),
+    "random": Search("random search (Optuna's seeded RandomSampler; Ray's generator inside a grid)", _random,
+                     samples=True, multi_objective=True, values_as_text=True),
+    "optuna": Search("Optuna TPE (seeded TPESampler through Ray Tune's OptunaSearch)", _optuna("TPESampler"),
+                     samples=True, takes_grid=False, learns=True, multi_objective=True, values_as_text=True),
 }
 
 
@@ -89,9 +109,9 @@ def _asha(study):
                          reduction_factor=study.reduction_factor)
 
 
-SCHEDULERS: dict[str, Choice] = {
-    "fifo": Choice("every trial runs all its epochs", _fifo),
-    "asha": Choice("ASHA early stopping (Ray Tune's ASHAScheduler over epochs)", _asha),
+SCHEDULERS: dict[str, Scheduler] = {
+    "fifo": Scheduler("every trial runs all its epochs", _fifo),
+    "asha": Scheduler("ASHA early stopping (Ray Tune's ASHAScheduler over epochs)", _asha, stops_early=True),
 }
 
 

@@ -83,8 +83,16 @@ class RunOptions:
 
 
 def parse_args(argv=None) -> RunOptions:
+    from hpo.registry import SCHEDULERS, SEARCHES, TRACKERS
+
+    def listing(title, registry):
+        return f"{title}:\n" + "\n".join(f"  {name:8s} {choice.description}" for name, choice in registry.items())
+
     p = argparse.ArgumentParser(prog="python -m hpo.run", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="\n\n".join([listing("a study's search=", SEARCHES),
+                                                     listing("a study's scheduler=", SCHEDULERS),
+                                                     listing("--log", TRACKERS)]))
     p.add_argument("study", help="a study file, e.g. studies/mnist_batchsize.py")
     p.add_argument("--results", default="results", help="where results go (default ./results)")
     p.add_argument("--data-dir", help="where datasets are looked up first")

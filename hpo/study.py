@@ -348,15 +348,16 @@ class Study:
         self._check_sampled_functions()
         self._check_models_build()
         own = [m for m in possible_values(self.space.get("model")) or [] if not isinstance(m, str)]
-        if self.search in ("random", "optuna") and is_varied(self.space.get("model")) and own:
+        search = SEARCHES[self.search]
+        if search.values_as_text and is_varied(self.space.get("model")) and own:
             fail("search", f"is '{self.search}', whose Optuna journal holds a choice's values as text, so it cannot "
                  f"choose between classes defined in the study file ({', '.join(map(str, own))}): put them in a "
                  "module and give their import paths (\"package.module:Name\"), or use search='grid' "
                  "with tune.grid_search.")
-        if self.search == "optuna" and has_grid(self.space):
-            fail("search", "is 'optuna', which cannot search a tune.grid_search: use tune.choice([...]) "
-                 "for Optuna, or search='grid'.")
-        if self.search in ("random", "optuna") and not any(is_varied(v) for v in self.space.values()):
+        if not search.takes_grid and has_grid(self.space):
+            fail("search", f"is '{self.search}', which cannot search a tune.grid_search: use tune.choice([...]) "
+                 "for it, or search='grid'.")
+        if search.samples and not any(is_varied(v) for v in self.space.values()):
             fail("search", f"is '{self.search}' but the space has nothing to search (only constants): "
                  "use tune.uniform/loguniform/choice/randint, or search='grid'.")
 
@@ -400,10 +401,11 @@ class Study:
         for m in modes:
             self._check_choice("mode", m, ("min", "max"))
         self.metric, self.mode = list(self.metric), list(modes)
-        if self.search not in ("optuna", "random"):
-            raise HpoError(f"Study '{self.name}': a multi-objective study needs search='optuna' or 'random' "
+        if not SEARCHES[self.search].multi_objective:
+            able = " or ".join(f"'{n}'" for n, s in SEARCHES.items() if s.multi_objective)
+            raise HpoError(f"Study '{self.name}': a multi-objective study needs search={able} "
                            f"(Optuna's multi-objective samplers); got search={self.search!r}.")
-        if self.scheduler != "fifo":
+        if SCHEDULERS[self.scheduler].stops_early:
             raise HpoError(f"Study '{self.name}': a multi-objective study cannot use scheduler="
                            f"{self.scheduler!r}: ASHA ranks trials by one metric at each rung, and no single "
                            "metric says which trials are on the Pareto front. Use scheduler='fifo'.")
@@ -493,7 +495,7 @@ class Study:
 
     def asha_rungs(self) -> set[int]:
         """The epochs at which ASHA may stop a trial (Ray's ASHAScheduler milestones, one bracket)."""
-        if self.scheduler != "asha":
+        if not SCHEDULERS[self.scheduler].stops_early:
             return set()
         rungs, epoch = set(), self.grace_period
         while epoch < self.epochs:
@@ -502,7 +504,8 @@ class Study:
         return rungs
 
     def num_trials(self) -> int:
-        per_config = self.grid_size() if self.search != "optuna" else 1  # random search draws per grid point
+        # a grid's points, and random search's samples drawn per grid point; a grid-less search has one
+        per_config = self.grid_size() if SEARCHES[self.search].takes_grid else 1
         return per_config * self.num_samples * self.seeds
 
     def to_json(self) -> dict:
@@ -515,12 +518,13 @@ class Study:
         """The same study, shrunk to a quick check of the whole pipeline (--smoke)."""
         space = dict(self.space)
         grids = {k: list(v["grid_search"]) for k, v in space.items() if is_grid(v)}
-        while self.search == "grid" and grids and math.prod(map(len, grids.values())) > SMOKE_TRIALS:
+        samples = SEARCHES[self.search].samples
+        while not samples and grids and math.prod(map(len, grids.values())) > SMOKE_TRIALS:
             longest = max(grids, key=lambda k: len(grids[k]))
             grids[longest].pop()  # keep the first values: the smoke study still varies what the study varies
         space.update({k: {"grid_search": v} for k, v in grids.items()})
-        samples = 1 if self.search == "grid" else min(self.num_samples, SMOKE_TRIALS)
-        return dataclasses.replace(self, space=space, epochs=min(self.epochs, SMOKE_EPOCHS), num_samples=samples,
+        return dataclasses.replace(self, space=space, epochs=min(self.epochs, SMOKE_EPOCHS),
+                                   num_samples=min(self.num_samples, SMOKE_TRIALS) if samples else 1,
                                    seeds=1, grace_period=1)
 
     def with_overrides(self, overrides: dict[str, Any]) -> "Study":

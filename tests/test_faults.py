@@ -480,7 +480,7 @@ def test_a_deterministic_error_fails_the_trial_after_one_retry_not_max_failures(
      "cannot use scheduler='asha'"),
     (', metric=["val_acc", "params"], mode="max", search="optuna"', "a list of the same length"),
     (', metric=["val_acc", "paramz"], mode=["max", "min"], search="optuna"', "Did you mean 'params'"),
-    (', metric=["val_acc", "params"], mode=["max", "min"], search="grid"', "needs search='optuna' or 'random'"),
+    (', metric=["val_acc", "params"], mode=["max", "min"], search="grid"', "needs search='random' or 'optuna'"),
 ])
 def test_multi_objective_studies_are_checked(extra, expected, tmp_path, capsys):
     path = study_file(tmp_path, space='{"lr": tune.loguniform(1e-3, 1e-1)}', extra=extra)
