@@ -254,6 +254,7 @@ class Split:
                 augment: bool = False, resize: int | None = None, permutation: torch.Tensor | None = None):
         """Yield (x, y); the last partial batch is kept. Order: augment, permutation, resize."""
         n, device = len(self), self.images.device
+        permutation = permutation.to(device) if permutation is not None else None
         if shuffle:
             g_device = generator.device if generator is not None else device
             order = torch.randperm(n, generator=generator, device=g_device).to(device)
@@ -262,11 +263,18 @@ class Split:
             x, y = self.images[idx], self.labels[idx]
             if augment:
                 x = batch_flip_lr(batch_crop(x, 4, generator), generator)
-            if permutation is not None:
-                x = x.flatten(2)[:, :, permutation.to(device)].view_as(x)
-            if resize is not None and resize != x.shape[-1]:
-                x = F.interpolate(x, size=(resize, resize), mode="bilinear", align_corners=False)
-            yield x, y
+            yield pixel_transforms(x, permutation, resize), y
+
+
+def pixel_transforms(x: torch.Tensor, permutation: torch.Tensor | None = None,
+                     resize: int | None = None) -> torch.Tensor:
+    """A batch's fixed pixel permutation, then its resize: the one copy the eager loop (Split.batches) and
+    the CUDA-graph step (hpo.trainable.GraphedStep) share, so the two cannot drift apart."""
+    if permutation is not None:
+        x = x.flatten(2)[:, :, permutation].view_as(x)
+    if resize is not None and resize != x.shape[-1]:
+        x = F.interpolate(x, size=(resize, resize), mode="bilinear", align_corners=False)
+    return x
 
 
 @dataclass

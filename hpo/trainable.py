@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from hpo import checkpoints
+from hpo.data import pixel_transforms
 from hpo.errors import HpoError
 from hpo.registry import OPTIMIZERS
 from hpo.study import METRICS, RunSettings, parse_overrides, trial_options
@@ -259,11 +260,8 @@ class GraphedStep:
     def step(self, index) -> None:
         """The work of one step (what the graph holds); gradients start from None or zero."""
         t, split = self.trial, self.trial.data.train
-        x, y = split.images[index], split.labels[index]
-        if t.permutation is not None:
-            x = x.flatten(2)[:, :, t.permutation].view_as(x)
-        if t.keys["resize"] is not None and t.keys["resize"] != x.shape[-1]:
-            x = F.interpolate(x, size=(t.keys["resize"],) * 2, mode="bilinear", align_corners=False)
+        x = pixel_transforms(split.images[index], t.permutation, t.keys["resize"])
+        y = split.labels[index]
         out = t.model(x)
         loss = F.cross_entropy(out, y)
         loss.backward()
