@@ -22,7 +22,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # Ray's `uv run` hook would start every worker with `uv run` in a fresh copy of the project, which
 # builds a new .venv there for every Ray session (on a cluster: downloads torch on every node).
 # Workers use the Python of the node that runs them instead: this environment, or the one
-# `uv run ray start` runs in on a cluster node (README, "Run on a cluster").
+# `uv run ray start` runs in on a cluster node (docs/cluster.md).
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 # Ray Tune's console output (its "Configuration for experiment" box, a TensorBoard hint into Ray's
 # temporary folder, status tables): hpo.progress shows the study instead. Ray's older output path, which

@@ -504,7 +504,7 @@ def check_model_name(name) -> None:
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise HpoError(f"unknown model {name!r}.{hint} Models: {', '.join(MODELS)}, "
                        f"or \"torchvision:NAME\" for a torchvision classifier (e.g. \"torchvision:resnet18\"), "
-                       f"\"package.module:Name\" or a class or function of your own (README, \"The study file\").")
+                       f"\"package.module:Name\" or a class or function of your own (docs/study-file.md).")
 
 
 def model_options(name) -> dict[str, object]:

@@ -37,7 +37,7 @@ from hpo.study import (FINAL, SMOKE_EPOCHS, SMOKE_EVAL, SMOKE_FLOPS, SMOKE_TRAIN
 
 @dataclass(frozen=True)
 class RunOptions:
-    """How to run a study: what the command line says (README, "Running a study")."""
+    """How to run a study: what the command line says (docs/running.md)."""
 
     study_file: str
     results: str = "results"
@@ -259,7 +259,7 @@ def plan(options: RunOptions) -> Plan:
         check_cluster_reachable(options)
     if options.data_dir and Path(options.data_dir).exists() and not Path(options.data_dir).is_dir():
         raise HpoError(f"--data-dir {options.data_dir} is a file. Give the folder that holds the datasets "
-                       f"(README, \"Data\"), or a new folder to download them into.")
+                       f"(docs/data.md), or a new folder to download them into.")
     data_dir = options.data_dir or os.environ.get("HPO_DATA_DIR") or ("data" if Path("data").is_dir() else None)
     if data_dir is None and not options.cluster_address:
         data_dir = "data"  # where the driver downloads (below), so the trials read that copy, not their own
@@ -308,8 +308,8 @@ def check_cluster_reachable(options: RunOptions) -> None:
         unset = (" Unset RAY_ADDRESS (`unset RAY_ADDRESS`) to run the study on this machine instead."
                  if not options.address else "")
         raise HpoError(f"No Ray cluster answers at {address} (from {options.address_source}): "
-                       f"{e.strerror or type(e).__name__}. Start its head (`uv run ray start --head`, README "
-                       f"\"Run on a cluster\") or check the address.{unset}") from None
+                       f"{e.strerror or type(e).__name__}. Start its head (`uv run ray start --head`, "
+                       f"docs/cluster.md) or check the address.{unset}") from None
 
 
 def check_trackers(trackers) -> None:
@@ -478,8 +478,8 @@ def start_ray(options: RunOptions):
             token = ("" if os.environ.get("RAY_AUTH_MODE") == "token" else
                      " A cluster started with `ray start` checks a token, and Ray sends one only with "
                      "RAY_AUTH_MODE=token in the environment: `export RAY_AUTH_MODE=token`, with the "
-                     "cluster's token in ~/.ray/auth_token (or RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH); README "
-                     "\"Run on a cluster\".")
+                     "cluster's token in ~/.ray/auth_token (or RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH); "
+                     "docs/cluster.md.")
             raise HpoError(f"Could not join the Ray cluster at {address} (from {options.address_source}): "
                            f"{e}.{token}") from None
         resources, nodes = ray.cluster_resources(), sum(n["Alive"] for n in ray.nodes())

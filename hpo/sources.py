@@ -1,4 +1,4 @@
-"""Datasets beyond the three built-ins: "torchvision:NAME", "folder:PATH" and "npz:PATH" (README, "Data").
+"""Datasets beyond the three built-ins: "torchvision:NAME", "folder:PATH" and "npz:PATH" (docs/data.md).
 
 Each is read once into uint8 tensors [N,C,H,W] and int64 labels, its normalisation statistics computed
 from its training split; hpo.data then treats it like a built-in (a DatasetInfo, load_raw, load_data).
@@ -168,7 +168,7 @@ def parse(name, builtin=()) -> Source:
     path = Path(os.path.abspath(os.path.expanduser(text)))
     if kind == "folder" and not path.is_dir():
         raise HpoError(f"Dataset {name!r}: {path} is {'a file' if path.exists() else 'not there'}; folder:PATH "
-                       "takes an image folder (PATH/train/<class>/*.png, README \"Data\").")
+                       "takes an image folder (PATH/train/<class>/*.png, docs/data.md).")
     if kind == "npz" and not path.is_file():
         raise HpoError(f"Dataset {name!r}: {path} is {'a folder' if path.exists() else 'not there'}; npz:PATH "
                        "takes a NumPy .npz file with x_train, y_train, x_test, y_test.")

@@ -264,7 +264,7 @@ def variants(**named: dict) -> dict:
 class Study:
     """One study: dataset, architecture, Ray Tune search space, budget.
 
-    See README "The study file" for every field and space key.
+    See docs/study-file.md for every field and space key.
     """
 
     name: str
