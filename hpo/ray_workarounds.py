@@ -5,6 +5,8 @@ deliberate upgrade that runs these tests first)."""
 from __future__ import annotations
 
 import contextlib
+import os
+from pathlib import Path
 
 
 @contextlib.contextmanager
@@ -30,3 +32,54 @@ def processes_in_own_session():
         yield
     finally:
         services.ConsolePopen = original
+
+
+def replace_restored_callbacks(tuner, callbacks) -> None:
+    """Tuner.restore brings back the callbacks pickled by the first run, with that run's paths: a moved or
+    copied study would write its report into the old folder. This run's callbacks replace them. Ray's
+    Tuner has no public setter (ray#42221: restore is "not meant for modifying")."""
+    tuner._local_tuner.get_run_config().callbacks = list(callbacks)
+
+
+def relocate_search_state(experiment: Path, old: str, new: str) -> None:
+    """A moved or copied study: Ray Tune moves the trials it restores to the new folder, but the search
+    state it pickled (basic-variant-state-*.json, searcher-state-*.pkl...) keeps the original paths: the
+    experiment's storage, so trials the searcher creates after the resume would write their checkpoints
+    into the ORIGINAL folder (seen with Ray 2.60), and Optuna's journal file. Point them at this run's
+    folder (`old` -> `new`, the study folders) before Ray reads them. Ray's pickled objects: no public API."""
+    import ray.cloudpickle as cloudpickle
+
+    def relocate(obj, seen, depth=0) -> bool:
+        """Rewrites strings under the old folder in place (a StorageContext's storage_fs_path, Optuna's
+        journal path); whether it changed any."""
+        if id(obj) in seen or depth > 12:
+            return False
+        seen.add(id(obj))
+        items = (obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list)
+                 else vars(obj).items() if hasattr(obj, "__dict__") and not isinstance(obj, type) else ())
+        changed = False
+        for key, value in list(items):
+            if isinstance(value, str) and (value == old or value.startswith(old + "/")):
+                relocated = new + value[len(old):]
+                if isinstance(obj, (dict, list)):
+                    obj[key] = relocated
+                else:
+                    setattr(obj, key, relocated)
+                changed = True
+            elif isinstance(value, (dict, list, tuple)) or hasattr(value, "__dict__"):
+                changed |= relocate(value, seen, depth + 1)
+        if isinstance(obj, tuple):
+            changed |= any([relocate(v, seen, depth + 1) for v in obj])
+        return changed
+
+    for path in Path(experiment).glob("*-state-*"):
+        if path.name.startswith("experiment_state-"):
+            continue  # Ray's JSON record of the trials: Ray relocates those itself
+        try:
+            state = cloudpickle.loads(path.read_bytes())
+        except Exception:
+            continue  # not a pickled search state
+        if relocate(state, set()):
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_bytes(cloudpickle.dumps(state))
+            os.replace(tmp, path)

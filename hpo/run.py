@@ -14,13 +14,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import fcntl
-import json
 import math
 import os
 import runpy
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
@@ -29,7 +26,8 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from hpo import env, storage
+from hpo import env, storage, studydir
+from hpo.studydir import StudyLock, damaged_record, prepare_study_dir
 from hpo.errors import HpoError
 from hpo.study import (FINAL, SMOKE_EPOCHS, SMOKE_EVAL, SMOKE_FLOPS, SMOKE_TRAIN, SMOKE_TRIALS,
                        TRAINABLE_KEYS, RunSettings, Study, parse_overrides, possible_values)
@@ -342,121 +340,6 @@ def _wandb_logged_in() -> bool:
         return False
 
 
-class StudyLock:
-    """One run of a study at a time: an flock on a file beside its folder, held for the run's life.
-    (Local folders only: an s3:// storage cannot be locked this way.)"""
-
-    def __init__(self, path: Path):
-        self.path, self.file = path, None
-
-    def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = open(self.path, "a+")
-        try:
-            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.file.seek(0)
-            holder = self.file.read().strip() or "another process"
-            self.file.close()
-            raise HpoError(f"This study is running already ({holder}); its lock is {self.path}. Wait for it to "
-                           f"end, or stop it (Ctrl-C, or kill that process) and continue it with --resume.") from None
-        self.file.seek(0)
-        self.file.truncate()
-        self.file.write(f"process {os.getpid()} on {os.uname().nodename}: {' '.join(sys.argv)}\n")
-        self.file.flush()
-        return self
-
-    def __exit__(self, *exc):
-        self.path.unlink(missing_ok=True)
-        self.file.close()  # closing releases the lock
-
-
-def prepare_study_dir(p: Plan) -> None:
-    """Refuse what would mix or lose results; with --overwrite, delete the study's own folder only."""
-    options, experiment = p.options, p.experiment_path
-    if options.resume and options.overwrite:
-        raise HpoError("--resume and --overwrite contradict each other: choose one.")
-    if options.resume:
-        check_resumable(p)
-        return
-    remote = storage.is_uri(p.storage_path) and storage.exists(p.storage_path)
-    local = p.study_dir.exists() and any(p.study_dir.iterdir())
-    if not (remote or local):
-        return
-    where = p.storage_path if remote else p.study_dir
-    if not options.overwrite:
-        earlier = json.loads(storage.read_text(f"{p.storage_path}/report/study.json") or "{}")
-        origin = (f" (started from {earlier['study_file']})" if earlier.get("study_file")
-                  and Path(earlier["study_file"]).resolve() != Path(options.study_file).resolve() else "")
-        resumable = storage.exists(f"{experiment}/tuner.pkl")
-        raise HpoError(f"Results for study '{p.study.name}' already exist in {where}{origin}. "
-                       + ("Add --resume to continue it, " if resumable else
-                          f"--resume cannot continue them (no tuner.pkl in {experiment}): ")
-                       + "add --overwrite to delete them and start again, or give the study another name or "
-                       "--results DIR (--storage URI) to write elsewhere.")
-    if p.study_dir.is_symlink():  # deleting through it would delete a folder this study did not make
-        raise HpoError(f"{p.study_dir} is a symbolic link (to {os.readlink(p.study_dir)}): --overwrite deletes a "
-                       "study's own folder only. Remove the link, or pass --results with the folder it points to.")
-    # The study's own folder, and nothing else: its name is a plain folder name (Study.validate).
-    assert p.study_dir.parent.is_dir() and p.study_dir.name == p.study.name, p.study_dir
-    if p.study_dir.exists():
-        shutil.rmtree(p.study_dir)
-    if remote:
-        storage.delete_dir(p.storage_path)
-
-
-def check_resumable(p: Plan) -> None:
-    """--resume restores exactly the study it claims to, or refuses (exit 2) and says why."""
-    experiment = p.experiment_path
-    if not storage.exists(f"{experiment}/tuner.pkl"):
-        raise HpoError(f"--resume: {experiment} holds no interrupted study to continue (no tuner.pkl). "
-                       "Run without --resume to start it.")
-    damaged = damaged_record(experiment)
-    if damaged:
-        raise HpoError(f"--resume: {damaged}. The study cannot be continued: its report in "
-                       f"{p.study_dir / 'report'} keeps what finished. Start again with --overwrite.")
-    text = storage.read_text(f"{p.storage_path}/report/study.json")
-    if text is None:
-        raise HpoError(f"--resume: {p.storage_path}/report/study.json is missing, so what this study was started "
-                       "with is unknown. Start again with --overwrite.")
-    earlier = json.loads(text)
-    now = json.loads(json.dumps(p.record(), default=str))  # as study.json holds it
-    then = {"study": {k: v for k, v in earlier.get("study", {}).items() if k != "description"},
-            "smoke": bool(earlier.get("smoke")),
-            "data": earlier.get("data") and {k: earlier["data"].get(k) for k in now["data"]}}
-    if not (then["data"] or {}).get("train_images") or not p.data.get("train_images"):
-        then.pop("data"), now.pop("data")  # reports before this record, or a cluster (the driver reads no data)
-    differences = list(_differences(then, now))
-    if differences:
-        raise HpoError("--resume: this study was started differently, and a resumed run would mix trials of "
-                       "two studies: " + "; ".join(differences) + f". Continue it with the settings it was "
-                       f"started with ({earlier.get('command', 'see study.json')}), or start again with --overwrite "
-                       "(or give it another name).")
-
-
-def damaged_record(experiment: str) -> str | None:
-    """What is wrong with Ray Tune's record of a local experiment's trials, or None. Ray restores the
-    trials from its newest experiment_state-*.json; cut short (a full disk, a kill during a write) Ray
-    would start an empty experiment instead, with default configs."""
-    if storage.is_uri(experiment):
-        return None
-    states = sorted(Path(experiment).glob("experiment_state-*.json"))
-    try:
-        json.loads(states[-1].read_text()) if states else None
-    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
-        return (f"Ray Tune's record of the trials, {states[-1]}, is damaged ({e}); a full disk or a kill while "
-                "it was written leaves it so")
-    return None
-
-
-def _differences(then, now, where=""):
-    if isinstance(then, dict) and isinstance(now, dict):
-        for key in sorted(set(then) | set(now), key=str):
-            yield from _differences(then.get(key), now.get(key), f"{where}.{key}" if where else str(key))
-    elif then != now:
-        yield f"{where} was {then!r}, now {now!r}"
-
-
 def start_ray(options: RunOptions):
     """Join the given cluster, or start an embedded Ray that listens on 127.0.0.1 only."""
     import logging
@@ -534,11 +417,10 @@ def build_tuner(p: Plan, trainable, callbacks=()):
     study, options = p.study, p.options
     trainable = tune.with_resources(tune.with_parameters(trainable, settings=p.settings), trial_resources(options))
     if options.resume:
-        relocate_search_state(p)
+        from hpo.ray_workarounds import replace_restored_callbacks
+        studydir.relocate(p)
         tuner = tune.Tuner.restore(p.experiment_path, trainable=trainable, resume_unfinished=True)
-        # Tuner.restore brings back the callbacks pickled by the first run, with that run's paths: a moved
-        # or copied study would write its report into the old folder. This run's callbacks replace them.
-        tuner._local_tuner.get_run_config().callbacks = list(callbacks)
+        replace_restored_callbacks(tuner, callbacks)
         return tuner
     space = dict(study.space)
     # Optuna's record of the search beside the report: `optuna-dashboard <study folder>/optuna.journal`.
@@ -583,56 +465,6 @@ def report_writer(p: Plan):
             "planned_trials": p.study.num_trials()}
     return ReportWriter(p.study, p.study_dir, p.experiment_path, meta,
                         mirror=f"{p.storage_path}/report" if storage.is_uri(p.storage_path) else None)
-
-
-def relocate_search_state(p: Plan) -> None:
-    """A moved or copied study: Ray Tune moves the trials it restores to the new folder, but the search
-    state it pickled (basic-variant-state-*.json, searcher-state-*.pkl...) keeps the original paths: the
-    experiment's storage, so trials the searcher creates after the resume would write their checkpoints
-    into the ORIGINAL folder (seen with Ray 2.60), and Optuna's journal file. Point them at this run's
-    folder before Ray reads them."""
-    if storage.is_uri(p.experiment_path):
-        return
-    earlier = json.loads(storage.read_text(f"{p.storage_path}/report/study.json") or "{}")
-    old = str(earlier.get("experiment_path", ""))[:-len("/experiment")]
-    if not old or old == p.storage_path:
-        return
-    import ray.cloudpickle as cloudpickle
-
-    def relocate(obj, seen, depth=0) -> bool:
-        """Rewrites strings under the old folder in place (a StorageContext's storage_fs_path, Optuna's
-        journal path); whether it changed any."""
-        if id(obj) in seen or depth > 12:
-            return False
-        seen.add(id(obj))
-        items = (obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list)
-                 else vars(obj).items() if hasattr(obj, "__dict__") and not isinstance(obj, type) else ())
-        changed = False
-        for key, value in list(items):
-            if isinstance(value, str) and (value == old or value.startswith(old + "/")):
-                new = p.storage_path + value[len(old):]
-                if isinstance(obj, (dict, list)):
-                    obj[key] = new
-                else:
-                    setattr(obj, key, new)
-                changed = True
-            elif isinstance(value, (dict, list, tuple)) or hasattr(value, "__dict__"):
-                changed |= relocate(value, seen, depth + 1)
-        if isinstance(obj, tuple):
-            changed |= any([relocate(v, seen, depth + 1) for v in obj])
-        return changed
-
-    for path in Path(p.experiment_path).glob("*-state-*"):
-        if path.name.startswith("experiment_state-"):
-            continue  # Ray's JSON record of the trials: Ray relocates those itself
-        try:
-            state = cloudpickle.loads(path.read_bytes())
-        except Exception:
-            continue  # not a pickled search state
-        if relocate(state, set()):
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_bytes(cloudpickle.dumps(state))
-            os.replace(tmp, path)
 
 
 class StopSignals:

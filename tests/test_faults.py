@@ -21,7 +21,8 @@ import pytest
 
 from hpo import Study
 from hpo.diskspace import disk_full
-from hpo.run import RunOptions, StopSignals, StudyLock, main, plan
+from hpo.run import RunOptions, StopSignals, main, plan
+from hpo.studydir import StudyLock
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,7 +75,7 @@ def test_overwrite_deletes_the_study_folder_and_nothing_beside_it(tmp_path, fake
         (results / folder / "file").write_text("x")
     p = plan(RunOptions(str(study_file(tmp_path)), results=str(results), data_dir=str(fake_mnist_dir),
                         overwrite=True))
-    from hpo.run import prepare_study_dir
+    from hpo.studydir import prepare_study_dir
     prepare_study_dir(p)
     assert not (results / "s").exists() and (results / "s2" / "file").exists() and (results / "s.old" / "file").exists()
 
@@ -158,7 +159,7 @@ def test_a_second_run_of_a_running_study_is_refused_and_told_who_holds_it(tmp_pa
     # The lock is an flock: another process's run holds it. A child process stands in for it.
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, time
-        from hpo.run import StudyLock
+        from hpo.studydir import StudyLock
         with StudyLock(__import__("pathlib").Path({str(p.lock_path)!r})):
             print("held", flush=True)
             time.sleep(60)
@@ -499,7 +500,7 @@ def test_the_resume_command_keeps_what_each_trial_gets():
 
 def test_a_study_started_on_a_cluster_resumes_locally(tmp_path, fake_mnist_dir):
     """On a cluster the driver reads no data (no image counts recorded): that is no difference."""
-    from hpo.run import check_resumable
+    from hpo.studydir import check_resumable
 
     p = plan(RunOptions(str(study_file(tmp_path)), results=str(tmp_path / "r"), data_dir=str(fake_mnist_dir)))
     study_dir = fake_started_run(p)
