@@ -116,6 +116,15 @@ def outcome(trial, epochs: dict[int, dict], study: Study, completed: bool | None
     return "running" if trial.status in ("RUNNING", "PAUSED") or epochs else "pending"
 
 
+def as_text_in_spreadsheets(value):
+    """A text cell that a spreadsheet would read as a formula (= + - @, a tab or carriage return first: a
+    config string from a study file, an error message) gets a leading apostrophe, as OWASP's "CSV
+    injection" advice says; numbers, negative ones too, are not text and stay as they are."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
 class ReportWriter(tune.Callback):
     """Keeps the report of one study current while Ray Tune runs it."""
 
@@ -185,7 +194,9 @@ class ReportWriter(tune.Callback):
         self.report_dir.mkdir(parents=True, exist_ok=True)
         trials, epochs = self.tables()
         for name, frame in (("trials.csv", trials), ("epochs.csv", epochs)):
-            self.replace(name, lambda tmp: frame.to_csv(tmp, index=False))
+            text = frame.select_dtypes(include=["object", "str"]).columns
+            safe = frame.assign(**{c: frame[c].map(as_text_in_spreadsheets) for c in text})
+            self.replace(name, lambda tmp: safe.to_csv(tmp, index=False))
         counts = trials["outcome"].value_counts().to_dict() if len(trials) else {}
         self.counts = {"total": len(trials), **{k: int(counts.get(k, 0)) for k in OUTCOMES}}
         self.write_study_json()

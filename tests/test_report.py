@@ -61,8 +61,9 @@ def test_report_writer_on_a_hand_made_sequence_of_events(tmp_path):
                   reduction_factor=2)
     writer = ReportWriter(study, tmp_path / "w", str(tmp_path / "w" / "experiment"), {"slots": 2})
     writer.setup()
-    a, b, c = (SimpleNamespace(trial_id=i, status="RUNNING", config={"lr": lr}, last_result=None,
-                               error_file=None) for i, lr in (("a", 0.01), ("b", 0.02), ("c", 0.03)))
+    a, b, c = (SimpleNamespace(trial_id=i, status="RUNNING", config={"lr": lr, "tag": tag}, last_result=None,
+                               error_file=None)
+               for i, lr, tag in (("a", 0.01, '=HYPERLINK("http://x","y")'), ("b", 0.02, "@sum"), ("c", 0.03, "c")))
     trials = [a, b, c]
     for trial in trials:
         writer.on_trial_start(0, trials, trial)
@@ -86,5 +87,8 @@ def test_report_writer_on_a_hand_made_sequence_of_events(tmp_path):
     assert table.loc["a", "best_val_acc"] == 0.9 and table.loc["c", "best_val_acc"] == pytest.approx(0.6)
     assert writer.counts["completed"] == 1 and writer.counts["interrupted"] == 1 and writer.counts["total"] == 3
     assert table["started_s"].notna().all() and table.loc["a", "ended_s"] >= table.loc["a", "started_s"]
+    # a config string a spreadsheet would run as a formula stays text; numbers stay numbers
+    assert table["config/tag"].to_dict() == {"a": "\'=HYPERLINK(\"http://x\",\"y\")", "b": "\'@sum", "c": "c"}
+    assert table["config/lr"].dtype == float
     epochs = pd.read_csv(tmp_path / "w" / "report" / "epochs.csv")
     assert len(epochs) == 8 and sorted(epochs[epochs["trial_id"] == "a"]["epoch"]) == [1, 2, 3, 4]
