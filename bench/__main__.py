@@ -52,6 +52,8 @@ FIGURES = {
                            "trainable's data path vs the write-ups' DataLoader loop, GPU (min of batch 64, 256)"),
     "gpu_step_speedup": ("gpu", ("graph", "gpu_step_speedup"), None, True,
                          "trainable's training step eager / as a replayed CUDA graph, batch 64"),
+    "gpu_channels_last_speedup": ("gpu", ("graph", "64", "channels_last_speedup_graph"), None, True,
+                                  "LeNet-5's graphed step, batch 64: NCHW / channels-last (decides the CUDA layout)"),
     "gpu_step_ms": ("gpu", ("graph", "step_ms_batch64"), 0.4, False,
                     "ms per training step with CUDA graphs, LeNet-5, batch 64"),
     "gpu_packing_16x": ("gpu", ("packing", "gpu_packing_16x"), 8.0, True,

@@ -150,15 +150,26 @@ def options(batch_sizes=(64, 256), repeats: int = 3, max_train: int | None = Non
 def graph_step(batch_sizes=(64, 256), repeats: int = 3, max_train: int | None = None,
                data_dir: str | None = None) -> dict:
     """The trainable's training epoch with its step captured as a CUDA graph (the default on a GPU) against
-    the same trial eager (cuda_graphs=False): ms per step, interleaved, medians; speedup = eager / graph."""
+    the same trial eager (cuda_graphs=False): ms per step, interleaved, medians; speedup = eager / graph.
+    Both again in channels-last layout (model and images converted before the first step, as
+    hpo.trainable.Trial.choose_layout does on a CPU): `channels_last_speedup_<mode>` = NCHW / channels-last,
+    the figure that decides the layout on CUDA (NCHW until it is measured)."""
+    import torch
+
     from bench.datapath import CONFIG, epoch_seconds
     from hpo.trainable import RunSettings, Trial
 
     settings = RunSettings("fashion_mnist", "lenet5", 1, data_dir or fashion_data_dir(), max_train, 1000)
     results = {}
     for bs in batch_sizes:
-        trials = {mode: Trial({**CONFIG, "batch_size": bs, "cuda_graphs": mode == "graph"}, settings, device="cuda")
-                  for mode in ("eager", "graph")}
+        trials = {mode: Trial({**CONFIG, "batch_size": bs, "cuda_graphs": mode.startswith("graph")}, settings,
+                              device="cuda")
+                  for mode in ("eager", "graph", "eager_cl", "graph_cl")}
+        for mode in ("eager_cl", "graph_cl"):
+            t = trials[mode]
+            t.model.to(memory_format=torch.channels_last)
+            for split in (t.data.train, t.data.val, t.data.test):
+                split.images = split.images.contiguous(memory_format=torch.channels_last)
         assert trials["graph"].step_mode == "cuda_graph", trials["graph"].step_mode
         steps = -(-len(trials["eager"].data.train) // bs)
         times = {mode: [] for mode in trials}
@@ -168,7 +179,11 @@ def graph_step(batch_sizes=(64, 256), repeats: int = 3, max_train: int | None = 
                 if i:
                     times[mode].append(seconds / steps * 1e3)
         eager, graph = median(times["eager"]), median(times["graph"])
-        results[str(bs)] = {"eager_step_ms": eager, "graph_step_ms": graph, "speedup": eager / graph}
+        results[str(bs)] = {"eager_step_ms": eager, "graph_step_ms": graph, "speedup": eager / graph,
+                            "eager_cl_step_ms": median(times["eager_cl"]),
+                            "graph_cl_step_ms": median(times["graph_cl"]),
+                            "channels_last_speedup_eager": eager / median(times["eager_cl"]),
+                            "channels_last_speedup_graph": graph / median(times["graph_cl"])}
     results["gpu_step_speedup"] = results[str(batch_sizes[0])]["speedup"]
     results["step_ms_batch64"] = results.get("64", {}).get("graph_step_ms")
     return results
