@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hpo import env, storage, studydir
-from hpo.studydir import StudyLock, damaged_record, prepare_study_dir
 from hpo.errors import HpoError
 from hpo.study import (FINAL, SMOKE_EPOCHS, SMOKE_EVAL, SMOKE_FLOPS, SMOKE_TRAIN, SMOKE_TRIALS,
                        TRAINABLE_KEYS, RunSettings, Study, parse_overrides, possible_values)
@@ -518,8 +517,8 @@ def execute(p: Plan) -> int:
 
     options, study = p.options, p.study
     # From here Ctrl-C, SIGTERM and SIGHUP stop the study cleanly (StopSignals).
-    with StudyLock(p.lock_path), StopSignals() as stop:
-        prepare_study_dir(p)
+    with studydir.StudyLock(p.lock_path), StopSignals() as stop:
+        studydir.prepare_study_dir(p)
         print(f"Study {study.name}: {study.num_trials()} trials of at most {study.epochs} epochs "
               f"({study.search} search, {study.scheduler} scheduler) -> {p.study_dir}", flush=True)
         trackers = tracker_callbacks(p)
@@ -555,44 +554,53 @@ def execute(p: Plan) -> int:
             for callback in live:
                 callback.stop()
             progress.close()
-        short_of_space = full or (disk and disk.stopped)
+        short_of_space = bool(full or (disk and disk.stopped))
         if interrupted:  # before the analysis, so that a scheduler's SIGKILL after its grace time loses nothing
-            by = f" by {stop.received[0]}" if stop.received else ""
-            if full:
-                reason = f"The disk is full ({' '.join(str(full).split())[:200]}): the study stopped."
-            elif short_of_space:
-                reason = disk.message()
-            else:
-                reason = f"Stopped{by} before the end."
-            damaged = damaged_record(p.experiment_path)
-            if damaged:  # a disk that filled during Ray's write: say so rather than print a resume that fails
-                print(f"\n{reason} {damaged}: it cannot be resumed; the report keeps what finished. Start "
-                      f"again with: {options.command()} --overwrite", flush=True)
-            else:
-                then = " Once there is space again, continue" if short_of_space else " Continue"
-                print(f"\n{reason}{then} with: {options.command(resume=True)}", flush=True)
+            print(f"\n{stop_message(p, stop, disk, full)}", flush=True)
         # Still under the lock: a --resume or --overwrite started now must not race the report's last writes.
         analysed = not options.analysis or short_of_space or analyse(p.study_dir)
         if storage.is_uri(p.storage_path) and not full:  # beside the experiment, with the analysis's files
             storage.upload(p.study_dir / "report", f"{p.storage_path}/report")
-    trials = writer.counts
     if interrupted:
         print(f"The report has what finished: {p.study_dir / 'report'}", flush=True)
         return 1 if short_of_space else 130
     if not analysed:
         return 130
+    print(done_message(p, writer), flush=True)
+    return 0
+
+
+def stop_message(p: Plan, stop: StopSignals, disk, full: BaseException | None) -> str:
+    """Why a study stopped before its end and how to continue it; the resume command only where Ray's
+    record of the trials is readable (a disk that filled during Ray's own write leaves it cut)."""
+    if full:
+        reason = f"The disk is full ({' '.join(str(full).split())[:200]}): the study stopped."
+    elif disk is not None and disk.stopped:
+        reason = disk.message()
+    else:
+        reason = f"Stopped{f' by {stop.received[0]}' if stop.received else ''} before the end."
+    damaged = studydir.damaged_record(p.experiment_path)
+    if damaged:
+        return (f"{reason} {damaged}: it cannot be resumed; the report keeps what finished. Start again with: "
+                f"{p.options.command()} --overwrite")
+    then = "Once there is space again, continue" if full or (disk and disk.stopped) else "Continue"
+    return f"{reason} {then} with: {p.options.command(resume=True)}"
+
+
+def done_message(p: Plan, writer) -> str:
+    """The end of a study that ran to its end: what became of its trials, and a note on idle slots."""
+    trials, study = writer.counts, p.study
     unfinished = trials["total"] - sum(trials[k] for k in FINAL)
     budget = (f", {unfinished} not finished when the {study.time_budget_min:g}-minute time budget ran out"
               if study.time_budget_min and unfinished else "")
-    if writer.utilisation is not None and writer.utilisation < 0.7 and trials["total"] > 1:
-        print(f"note: the trial slots were busy {writer.utilisation:.0%} of the time ({p.slots} slots). Likely "
-              "reasons: trials shorter than a Ray actor's start-up (a few seconds), fewer trials than slots, "
-              "or a --max-concurrent below the slots. See the timeline in the report.", flush=True)
     cut = f", {trials['interrupted']} interrupted" if trials["interrupted"] else ""
-    print(f"Done: {trials['completed']} trials completed, {trials['stopped_early']} stopped early, "
-          f"{trials['diverged']} diverged, {trials['failed']} failed{cut}{budget}. Report: {p.study_dir / 'report'}",
-          flush=True)
-    return 0
+    note = ""
+    if writer.utilisation is not None and writer.utilisation < 0.7 and trials["total"] > 1:
+        note = (f"note: the trial slots were busy {writer.utilisation:.0%} of the time ({p.slots} slots). Likely "
+                "reasons: trials shorter than a Ray actor's start-up (a few seconds), fewer trials than slots, "
+                "or a --max-concurrent below the slots. See the timeline in the report.\n")
+    return (f"{note}Done: {trials['completed']} trials completed, {trials['stopped_early']} stopped early, "
+            f"{trials['diverged']} diverged, {trials['failed']} failed{cut}{budget}. Report: {p.study_dir / 'report'}")
 
 
 def analyse(study_dir: Path) -> bool:
