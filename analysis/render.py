@@ -1,6 +1,6 @@
 """Write the report: report.md, report.html (self-contained) and tables.xlsx.
 
-The content is built once as `Section`s (analysis/__init__.py); this module
+The content is built once as `Section`s (analysis/sections.py); this module
 only lays it out. Tables carry numbers (for Excel) and are formatted here.
 """
 

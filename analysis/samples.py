@@ -1,5 +1,5 @@
 """Figures from the best trial's checkpoint: test images with true and predicted
-labels (seed 001), and the first conv layer's feature maps (seed 003).
+labels (write-up 001), and the first conv layer's feature maps (write-up 003).
 
 They need the trial's checkpoint, the hpo package and the dataset's files; when
 any is missing they are skipped with a note, never an error.

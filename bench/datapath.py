@@ -6,7 +6,7 @@ The baseline is what the write-ups run (write-up 001, docs/write-ups.md): torchv
 reading -- a Dataset
 whose __getitem__ turns one uint8 image into a PIL image (`Image.fromarray(img.numpy(), mode="L")`) and applies
 transforms.Compose([ToTensor(), Normalize(mean, std)]) -- through a DataLoader(shuffle=True) with num_workers=0
-on a CPU, and seed 001's CUDA settings (num_workers=1, pin_memory=True) on a GPU; each batch is moved with
+on a CPU, and write-up 001's CUDA settings (num_workers=1, pin_memory=True) on a GPU; each batch is moved with
 .to(device) and the loop keeps `loss.item()` of every batch. The images are exactly the trial's own training
 split (recovered to uint8 from it), so both sides see the same samples.
 """

@@ -339,5 +339,5 @@ def load_data(name: str, *, data_dir=None, val_fraction: float = 1 / 6, device="
 
 
 def pixel_permutation(num_pixels: int, device="cpu") -> torch.Tensor:
-    """A fixed permutation of pixel indices, identical across trials and processes (seed 002)."""
+    """A fixed permutation of pixel indices, identical across trials and processes (write-up 002)."""
     return torch.randperm(num_pixels, generator=torch.Generator().manual_seed(PERMUTATION_SEED)).to(device)

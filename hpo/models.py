@@ -73,7 +73,7 @@ def _conv(s: int, k: int, pad: int = 0, stride: int = 1) -> int:
 ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
 POOLINGS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
 
-# --------------------------------------------------------------------------- seed 002: MNIST FC vs CNN
+# --------------------------------------------------------------------------- write-up 002: MNIST FC vs CNN
 
 
 def fc2(in_channels, num_classes, image_size, *, feature_maps=8):
@@ -128,7 +128,7 @@ def cifar_cnn(in_channels, num_classes, image_size, *, feature_maps=6):
     )
 
 
-# --------------------------------------------------------------------------- seed 003: the PyTorch MNIST example
+# --------------------------------------------------------------------------- write-up 003: the PyTorch MNIST example
 
 
 def mnist_net(in_channels, num_classes, image_size, *, feature_maps=10, dropout=0.5):
@@ -152,7 +152,7 @@ def mnist_net(in_channels, num_classes, image_size, *, feature_maps=10, dropout=
     )
 
 
-# --------------------------------------------------------------------------- seed 001: LeNet-5
+# --------------------------------------------------------------------------- write-up 001: LeNet-5
 
 
 def lenet5(in_channels, num_classes, image_size, *, activation="relu", pooling="max", dropout=0.0,
@@ -188,7 +188,7 @@ def lenet5(in_channels, num_classes, image_size, *, activation="relu", pooling="
     return net
 
 
-# --------------------------------------------------------------------------- seed 000: conv vs pool downsampling
+# --------------------------------------------------------------------------- write-up 000: conv vs pool downsampling
 
 
 def downsample_net(in_channels, num_classes, image_size, *, downsample="conv", feature_size=7, feature_maps=16,

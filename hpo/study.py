@@ -124,7 +124,7 @@ def _normalization_ok(v) -> bool:
     return numbers and len(mean) == len(std) and all(x > 0 for x in std)
 
 
-# Names people write for the trainable's keys (seed 003 says "learning rate").
+# Names people write for the trainable's keys (write-up 003 says "learning rate").
 ALIASES = {"learning_rate": "lr", "learningrate": "lr", "bs": "batch_size", "batchsize": "batch_size",
            "optim": "optimizer", "wd": "weight_decay", "l2": "weight_decay", "gamma": "lr_gamma",
            "accuracy": "val_acc", "acc": "val_acc", "loss": "val_loss"}
