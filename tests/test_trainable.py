@@ -210,3 +210,42 @@ def test_a_model_whose_forward_cannot_take_channels_last_keeps_nchw_with_the_rea
         sys.path.remove(str(tmp_path))
     assert metrics["layout"].startswith("nchw (RuntimeError: view size is not compatible"), metrics["layout"]
     assert math.isfinite(metrics["train_loss"])
+
+
+# ---------------------------------------------------------------- --smoke and the graph's fallbacks
+
+def test_smoke_caps_the_study_and_a_trial_s_compute(tmp_path, fake_mnist_dir):
+    """--smoke: at most SMOKE_EPOCHS epochs and SMOKE_TRIALS trials (a grid keeps its first values), one seed,
+    and a trial trains only the images max_flops buys (a heavier model fewer), at least one batch."""
+    from ray import tune
+
+    from hpo import Study
+    from hpo.study import SMOKE_EPOCHS, SMOKE_TRIALS
+    from hpo.trainable import forward_flops, smoke_caps
+    from hpo.data import load_data
+
+    study = Study(name="s", dataset="mnist", model="lenet5", epochs=30, seeds=3,
+                  space={"lr": tune.grid_search([0.1, 0.01, 0.001]), "batch_size": tune.grid_search([16, 32, 64])})
+    smoke = study.smoke()
+    assert smoke.epochs == SMOKE_EPOCHS and smoke.seeds == 1 and smoke.num_trials() <= SMOKE_TRIALS
+    assert smoke.space["lr"]["grid_search"][0] == 0.1 and smoke.space["batch_size"]["grid_search"][0] == 16
+
+    data = load_data("mnist", data_dir=str(fake_mnist_dir))
+    keys = {"resize": None, "batch_size": 16}
+    per_image = forward_flops("lenet5", {}, 1, 10, 28)
+    capped = smoke_caps(data, "lenet5", {}, keys, max_flops=300 * per_image)  # 75 images' training
+    assert len(capped.train) == 75 and len(capped.val) == len(capped.test) == 37
+    wide = smoke_caps(data, "lenet5", {"feature_maps": 64}, keys, max_flops=300 * per_image)
+    assert len(wide.train) < len(capped.train)  # a heavier model trains fewer images
+    assert len(smoke_caps(data, "lenet5", {}, keys, max_flops=1).train) == 16  # at least one batch
+
+
+def test_a_graph_step_says_why_it_cannot_replay_augment_or_amp():
+    """The CUDA graph's refusals are decided before any GPU work, so they are checked here on the CPU."""
+    from types import SimpleNamespace
+
+    from hpo.trainable import GraphedStep
+
+    assert "augment" in GraphedStep.unsupported(SimpleNamespace(keys={"augment": True}, amp=False))
+    assert "amp" in GraphedStep.unsupported(SimpleNamespace(keys={"augment": False}, amp=True))
+    assert GraphedStep.unsupported(SimpleNamespace(keys={"augment": False}, amp=False)) is None
