@@ -50,7 +50,7 @@ class DiskWatch(tune.Callback):
         self.study_dir, self.experiment_dir = Path(study_dir), Path(experiment_dir)
         self.checkpoint_size = 0  # the largest state.pt seen so far
         self.stopped: tuple[int, int] | None = None
-        self.last = -float("inf")
+        self.last, self.needed = -float("inf"), 0
 
     def room_needed(self, trials) -> int:
         running = 0
@@ -65,13 +65,16 @@ class DiskWatch(tune.Callback):
         return 2 * record + (running + 1) * self.checkpoint_size + 2 * report + self.MARGIN
 
     def on_step_begin(self, iteration, trials, **info):
-        now = time.monotonic()
-        if self.stopped or now - self.last < self.CHECK_EVERY_S or not self.experiment_dir.is_dir():
+        """The free space at every step (one statvfs: a trial can write many epochs a second); what a step
+        needs, which reads the sizes of a few files per trial, about every CHECK_EVERY_S."""
+        if self.stopped or not self.experiment_dir.is_dir():
             return
-        self.last = now
-        free, needed = shutil.disk_usage(self.study_dir).free, self.room_needed(trials)
-        if free < needed:
-            self.stopped = (free, needed)
+        now = time.monotonic()
+        if now - self.last >= self.CHECK_EVERY_S:
+            self.last, self.needed = now, self.room_needed(trials)
+        free = shutil.disk_usage(self.study_dir).free
+        if free < self.needed:
+            self.stopped = (free, self.needed)
             signal.raise_signal(signal.SIGINT)
 
     def message(self) -> str:

@@ -334,7 +334,7 @@ def test_a_hangup_through_gnu_timeout_stops_cleanly_and_a_second_ctrl_c_stops_on
                       extra=", seeds=1")
     results = tmp_path / "r"
     timeout = start([path, "--results", results, "--data-dir", fake_mnist_dir, "--max-concurrent", 1,
-                     "--set", "epochs=15"], results, prefix=("timeout", "600"))
+                     "--set", "epochs=300"], results, prefix=("timeout", "600"))  # seconds a trial: still running
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(timeout.stdout), daemon=True)
     reader.start()
@@ -356,7 +356,7 @@ def test_a_hangup_through_gnu_timeout_stops_cleanly_and_a_second_ctrl_c_stops_on
     reader.join(timeout=10)
     output = "".join(lines)
     assert "Traceback" not in output and "Failed to connect to GCS" not in output, output[-3000:]
-    assert "hpo.run" in output and "--resume" in output and "--set epochs=15" in output
+    assert "hpo.run" in output and "--resume" in output and "--set epochs=300" in output
     assert "The analysis was stopped" in output and f"python -m analysis {results / 'hangup'}" in output
     trials = pd.read_csv(results / "hangup" / "report" / "trials.csv")
     assert "completed" in set(trials["outcome"]) and set(trials["outcome"]) != {"completed"}
