@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from hpo import checkpoints
-from hpo.data import pixel_transforms
+from hpo.data import Split, load_data, pixel_permutation, pixel_transforms
 from hpo.errors import HpoError
 from hpo.registry import OPTIMIZERS
 from hpo.study import METRICS, RunSettings, parse_overrides, trial_options
@@ -42,7 +42,6 @@ class Trial:
     """Data, model and optimizer of one trial, built from its config."""
 
     def __init__(self, config: dict, settings: RunSettings, device: str | None = None):
-        from hpo.data import load_data, pixel_permutation
         from hpo.models import build_model
 
         self.config, self.settings = dict(config), settings
@@ -83,8 +82,8 @@ class Trial:
 
     def choose_layout(self, channels_last: bool) -> str:
         """Put a convolutional model and its images in channels-last memory layout on a CPU: oneDNN's
-        convolutions run 1.1-1.5x faster an epoch that way on this project's 2-core machine (bench/,
-        "layout"). The images are converted once here, never per batch (a 1-channel image has the same
+        convolutions run 1.1-1.5x faster an epoch that way on this project's 2-core machine (bench/README.md,
+        "Memory layout"). The images are converted once here, never per batch (a 1-channel image has the same
         bytes in both layouts). On CUDA nothing changes until bench/gpu_check.sh has measured it. A model
         whose forward cannot take the layout (a .view() of a channels-last activation) stays NCHW. Returns
         what the trial uses, with the reason when it is not channels_last (trials.csv's `layout`)."""
@@ -94,7 +93,6 @@ class Trial:
             return "nchw (not measured on this device)"
         if not any(isinstance(m, torch.nn.Conv2d) for m in self.model.modules()):
             return "nchw (no 2-D convolutions)"
-        from hpo.data import Split
         self.model.to(memory_format=torch.channels_last)
         train = self.data.train
         sample = Split(train.images[:2].contiguous(memory_format=torch.channels_last), train.labels[:2])
@@ -216,8 +214,6 @@ def smoke_caps(data, model_name: str, model_options: dict, keys: dict, max_flops
     """The trial's splits cut to what `max_flops` per epoch buys: three quarters for training (a
     forward and a backward: 3x the forward), a quarter for validation and test; at least one batch."""
     import dataclasses
-
-    from hpo.data import Split
 
     info = data.info
     per_image = forward_flops(model_name, model_options, info.channels, info.num_classes,
