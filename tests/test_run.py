@@ -217,3 +217,20 @@ def test_live_report_is_rewritten_while_the_study_runs(tmp_path, fake_mnist_dir)
     assert '<meta http-equiv="refresh" content="60">' in seen
     final = page.read_text()
     assert "running: " not in final and "http-equiv" not in final
+
+
+def test_resume_of_a_finished_study_trains_nothing_and_says_done(tmp_path, fake_mnist_dir):
+    """--resume on a study that ran to its end: exit 0, the same Done line, not one epoch trained again."""
+    study = write_study(tmp_path, """
+        study = Study(name="finished", dataset="mnist", model="mnist_cnn",
+                      space={"lr": tune.grid_search([0.01, 0.02])}, epochs=2)
+    """)
+    args = [study, "--results", tmp_path / "r", "--data-dir", fake_mnist_dir, "--no-analysis"]
+    first = hpo_run(*args)
+    trials, epochs, _ = report(tmp_path / "r", "finished")
+    again = hpo_run(*args, "--resume", "--verbose")
+    assert "Done: 2 trials completed" in first.stdout and "Done: 2 trials completed" in again.stdout
+    assert " epoch " not in again.stdout.replace("epochs", "")  # --verbose prints a line per trained epoch
+    trials_after, epochs_after, _ = report(tmp_path / "r", "finished")
+    pd.testing.assert_frame_equal(epochs, epochs_after)
+    assert list(trials_after["outcome"]) == list(trials["outcome"]) == ["completed", "completed"]
