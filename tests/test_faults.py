@@ -359,7 +359,7 @@ def test_a_hangup_through_gnu_timeout_stops_cleanly_and_a_second_ctrl_c_stops_on
     assert "hpo.run" in output and "--resume" in output and "--set epochs=300" in output
     assert "The analysis was stopped" in output and f"python -m analysis {results / 'hangup'}" in output
     trials = pd.read_csv(results / "hangup" / "report" / "trials.csv")
-    assert "completed" in set(trials["outcome"]) and set(trials["outcome"]) != {"completed"}
+    assert 1 <= (trials["outcome"] == "completed").sum() < 3  # stopped before its end
     deadline = time.monotonic() + 30  # Ray's processes end with the driver, though not in its group
     while any(alive(pid) for pid in names) and time.monotonic() < deadline:
         time.sleep(0.5)
