@@ -583,7 +583,7 @@ def stop_message(p: Plan, stop: StopSignals, disk, full: BaseException | None) -
     if damaged:
         return (f"{reason} {damaged}: it cannot be resumed; the report keeps what finished. Start again with: "
                 f"{p.options.command()} --overwrite")
-    then = "Once there is space again, continue" if full or (disk and disk.stopped) else "Continue"
+    then = "Continue" if reason.startswith("Stopped") else "Once there is space again, continue"
     return f"{reason} {then} with: {p.options.command(resume=True)}"
 
 
