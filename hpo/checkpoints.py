@@ -102,20 +102,25 @@ def latest(trial_dir) -> Path | None:
     return found[-1] if found else None
 
 
-def load_model(checkpoint_dir, trust: bool = False):
-    """The model of a checkpoint (eval mode, CPU) and its full config (with dataset, model, data_dir).
-    A study-file model class is unpickled only with `trust` (else UntrustedCode)."""
+def load_model(folder, trust: bool = False):
+    """The model of a checkpoint folder, or of a trial folder's newest checkpoint (eval mode, CPU), and its
+    full config (with dataset, model, data_dir). A study-file model class is unpickled only with `trust`
+    (else UntrustedCode)."""
     from hpo.data import dataset_info
-    from hpo.models import build_model
+    from hpo.models import trial_model
     from hpo.study import RunSettings, trial_options
 
-    state = load_study_code(checkpoint_dir, load_state(checkpoint_dir), trust)
+    folder = Path(folder)
+    if not (folder / STATE_FILE).exists():  # a trial folder
+        newest = latest(folder)
+        if newest is None:
+            raise HpoError(f"No checkpoint in {folder}: the trial never finished an epoch.")
+        folder = newest
+    state = load_study_code(folder, load_state(folder), trust)
     settings = RunSettings(**state["settings"])
     keys, model_options = trial_options(state["config"])
     info = dataset_info(settings.dataset, settings.data_dir, read=False)  # shape and classes
-    model_name = keys["model"] or settings.model
-    model = build_model(model_name, in_channels=info.channels, num_classes=info.num_classes,
-                        image_size=keys["resize"] or info.size, **model_options)
+    model, model_name, _ = trial_model(keys, model_options, settings.model, info)
     model.load_state_dict(state["model"])
     config = {**keys, **model_options, "dataset": settings.dataset, "model": model_name,
               "data_dir": settings.data_dir}

@@ -546,6 +546,16 @@ def build_model(name, *, in_channels: int, num_classes: int, image_size: int, **
         raise HpoError(f"model {name!r}: {e}") from None
 
 
+def trial_model(keys: dict, options: dict, study_model, info) -> tuple[nn.Module, str, int]:
+    """(model, its name, its image size) of a trial config split by hpo.study.trial_options: the config's
+    `model`, else the study's, for the dataset's channels and classes (`info`: hpo.formats.DatasetInfo), at
+    the config's `resize`, else the dataset's size. The one config -> model rule of the trainable, the
+    --smoke caps and the checkpoint loader."""
+    name, size = keys["model"] or study_model, keys["resize"] or info.size
+    return build_model(name, in_channels=info.channels, num_classes=info.num_classes, image_size=size,
+                       **options), name, size
+
+
 def check_build(name, *, in_channels: int, num_classes: int, image_size: int, **options) -> None:
     """Build a model variant on PyTorch's meta device (no memory, no compute), as a study is checked
     before Ray starts. A model of your own must also take a batch of such images and give logits

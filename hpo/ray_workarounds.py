@@ -34,6 +34,24 @@ def processes_in_own_session():
         services.ConsolePopen = original
 
 
+def start_local_ray(**options):
+    """A new Ray of this driver's own (address="local", even where `ray start` left its address in /tmp/ray
+    for ray.init() to join), its processes in a session of their own (above), and its traffic on
+    127.0.0.1: on a machine with several addresses Ray otherwise picks one of them for its GCS and raylet.
+    `_node_ip_address` is a private ray.init argument (Ray 2.60); `ray start` has it as --node-ip-address."""
+    import ray
+
+    with processes_in_own_session():
+        ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1", **options)
+
+
+def trial_folder_name(trial) -> str | None:
+    """A Ray Tune trial's folder inside the experiment folder (e.g. "train_abc12_00000_0_lr=0.1_..."), or
+    None before it has one. Ray keeps it on the trial's private StorageContext (Ray 2.60)."""
+    storage = getattr(trial, "storage", None)
+    return getattr(storage, "trial_dir_name", None) if storage is not None else None
+
+
 def replace_restored_callbacks(tuner, callbacks) -> None:
     """Tuner.restore brings back the callbacks pickled by the first run, with that run's paths: a moved or
     copied study would write its report into the old folder. This run's callbacks replace them. Ray's

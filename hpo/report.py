@@ -90,10 +90,12 @@ def earlier_final_outcomes(trials_csv: Path, mirrored: str | None = None) -> dic
 
 def checkpoint_path(trial) -> str:
     """The trial's latest checkpoint folder, relative to the study folder (as the analysis reads it)."""
-    checkpoint, storage_context = getattr(trial, "checkpoint", None), getattr(trial, "storage", None)
-    if checkpoint is None or storage_context is None:
+    from hpo.ray_workarounds import trial_folder_name
+
+    checkpoint, folder = getattr(trial, "checkpoint", None), trial_folder_name(trial)
+    if checkpoint is None or folder is None:
         return ""
-    return f"experiment/{storage_context.trial_dir_name}/{Path(checkpoint.path).name}"
+    return f"experiment/{folder}/{Path(checkpoint.path).name}"
 
 
 def outcome(trial, epochs: dict[int, dict], study: Study, completed: bool | None = None) -> str:

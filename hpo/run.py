@@ -346,7 +346,7 @@ def start_ray(options: RunOptions):
     env.keep_ray_on_loopback(options.cluster_address)
     import ray
 
-    from hpo.ray_workarounds import processes_in_own_session
+    from hpo.ray_workarounds import start_local_ray
     address = options.cluster_address
     quiet = {"log_to_driver": False, "logging_level": logging.ERROR}  # our own progress lines say what happens
     if address:
@@ -368,11 +368,9 @@ def start_ray(options: RunOptions):
         print(f"Joined the Ray cluster at {address} (from {options.address_source}): {nodes} nodes, "
               f"{resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs.", flush=True)
     else:
-        # "local": a new Ray of our own, even where `ray start` left its address in /tmp/ray for
-        # ray.init() to join. Its processes out of our process group: a signal to the group reaches
-        # this driver only, which stops them cleanly (StopSignals).
-        with processes_in_own_session():
-            ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1", **quiet)
+        # Its processes out of our process group: a signal to the group reaches this driver only, which
+        # stops them cleanly (StopSignals).
+        start_local_ray(**quiet)
     return ray
 
 

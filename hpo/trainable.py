@@ -10,6 +10,7 @@ pause a trial and a failed trial restarts from its last epoch.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import sys
@@ -17,7 +18,7 @@ import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from hpo import env  # noqa: F401  first: settings torch reads when it is imported
 import torch
@@ -42,7 +43,7 @@ class Trial:
     """Data, model and optimizer of one trial, built from its config."""
 
     def __init__(self, config: dict, settings: RunSettings, device: str | None = None):
-        from hpo.models import build_model
+        from hpo.models import trial_model
 
         self.config, self.settings = dict(config), settings
         self.keys, model_options = trial_options(config)
@@ -56,27 +57,26 @@ class Trial:
         info = self.data.info  # every dataset form: built-in, torchvision:, folder:, npz: (hpo.data)
         self.permutation = (pixel_permutation(info.size * info.size, device=self.device)
                             if k["permute_pixels"] else None)
-        self.model_name = k["model"] or settings.model
-        self.model = build_model(self.model_name, in_channels=info.channels, num_classes=info.num_classes,
-                                 image_size=k["resize"] or info.size, **model_options).to(self.device)
+        self.model, self.model_name, _ = trial_model(k, model_options, settings.model, info)
+        self.model.to(self.device)
         if settings.max_flops:
-            self.data = smoke_caps(self.data, self.model_name, model_options, k, settings.max_flops)
+            self.data = smoke_caps(self.data, k, model_options, settings.model, settings.max_flops)
         self.layout = self.choose_layout(k["channels_last"])
         self.fused = self.device.type == "cuda" or None  # see make_optimizer
         # Mixed precision only pays (and only exists in fp16 form) on a GPU.
         self.amp = bool(k["amp"]) and self.device.type == "cuda"
-        self.graph_step, self.step_mode = None, "eager"
-        if self.device.type == "cuda" and k["cuda_graphs"]:
-            reason = GraphedStep.unsupported(self)
+        graphed = self.device.type == "cuda" and k["cuda_graphs"]
+        self.eager_mode = "eager"
+        if graphed:
+            reason = GraphedStep.unsupported(augment=k["augment"], amp=self.amp)
             if reason:
-                self.step_mode = f"eager ({reason})"
+                graphed, self.eager_mode = False, f"eager ({reason})"
                 print(f"cuda_graphs: this trial trains eagerly: {reason}", flush=True)
-            else:
-                self.graph_step, self.step_mode = GraphedStep(self), "cuda_graph"
         # Replayed graphs read the learning rate from the device: a tensor the scheduler updates in place.
-        lr = torch.tensor(float(k["lr"]), device=self.device) if self.graph_step else k["lr"]
+        lr = torch.tensor(float(k["lr"]), device=self.device) if graphed else k["lr"]
         self.optimizer = make_optimizer(k["optimizer"], self.model.parameters(), lr, k["momentum"],
-                                        k["weight_decay"], fused=self.fused, capturable=bool(self.graph_step))
+                                        k["weight_decay"], fused=self.fused, capturable=graphed)
+        self.graph_step = self.make_graph_step() if graphed else None
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=1, gamma=k["lr_gamma"])
         self.epoch = 0
 
@@ -110,6 +110,18 @@ class Trial:
         for split in (self.data.train, self.data.val, self.data.test):
             split.images = split.images.contiguous(memory_format=torch.channels_last)
         return "channels_last"
+
+    def make_graph_step(self) -> GraphedStep:
+        # The graph step gets its inputs, not the trial: no reference cycle keeps a finished trial's
+        # model, data and graph on the GPU until a full garbage collection.
+        transform = functools.partial(pixel_transforms, permutation=self.permutation, resize=self.keys["resize"])
+        return GraphedStep(self.model, self.optimizer, self.data.train, self.generator, self.keys["batch_size"],
+                           transform)
+
+    @property
+    def step_mode(self) -> str:
+        """How this trial's steps run: trials.csv's `step` ("cuda_graph", or "eager" with the reason)."""
+        return self.graph_step.mode if self.graph_step is not None else self.eager_mode
 
     def batches(self, split, train: bool):
         k = self.keys
@@ -196,28 +208,26 @@ class Trial:
         return count_params(self.model)
 
 
-def forward_flops(model_name: str, model_options: dict, channels: int, num_classes: int, size: int) -> float:
-    """Forward FLOPs of one image, counted on PyTorch's meta device (no memory, no compute)."""
+def forward_flops(keys: dict, model_options: dict, study_model, info) -> float:
+    """Forward FLOPs of one image for a trial config (hpo.models.trial_model), counted on PyTorch's meta
+    device (no memory, no compute)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from hpo.models import build_model
+    from hpo.models import trial_model
     with torch.device("meta"):
-        model = build_model(model_name, in_channels=channels, num_classes=num_classes, image_size=size,
-                            **model_options)
-        x = torch.empty(1, channels, size, size)
+        model, _, size = trial_model(keys, model_options, study_model, info)
+        x = torch.empty(1, info.channels, size, size)
     with FlopCounterMode(display=False) as counter:
         model(x)
     return float(counter.get_total_flops())
 
 
-def smoke_caps(data, model_name: str, model_options: dict, keys: dict, max_flops: float):
+def smoke_caps(data, keys: dict, model_options: dict, study_model, max_flops: float):
     """The trial's splits cut to what `max_flops` per epoch buys: three quarters for training (a
     forward and a backward: 3x the forward), a quarter for validation and test; at least one batch."""
     import dataclasses
 
-    info = data.info
-    per_image = forward_flops(model_name, model_options, info.channels, info.num_classes,
-                              keys["resize"] or info.size)
+    per_image = forward_flops(keys, model_options, study_model, data.info)
     n_train = max(keys["batch_size"], int(0.75 * max_flops / (3 * per_image)))
     n_eval = max(8, int(0.25 * max_flops / (2 * per_image)))
 
@@ -237,36 +247,39 @@ class GraphedStep:
     WARMUP_STEPS = 3  # eager steps on a side stream before capture (PyTorch's CUDA graph docs)
 
     @staticmethod
-    def unsupported(trial) -> str | None:
-        """Why this trial cannot replay a graph, or None."""
-        if trial.keys["augment"]:
+    def unsupported(augment: bool, amp: bool) -> str | None:
+        """Why a trial with these options cannot replay a graph, or None."""
+        if augment:
             return "augment draws from the trial's own random generator, which a graph would replay unchanged"
-        if trial.amp:
+        if amp:
             return "amp (mixed precision) is not captured"
         return None
 
-    def __init__(self, trial):
-        self.trial = trial
-        batch_size = trial.keys["batch_size"]
-        self.index = torch.zeros(batch_size, dtype=torch.long, device=trial.device)
-        self.loss_sum = torch.zeros((), device=trial.device)
-        self.correct = torch.zeros((), dtype=torch.long, device=trial.device)
-        self.graph, self.steps, self.failed = None, 0, False
+    def __init__(self, model, optimizer, split: Split, generator: torch.Generator, batch_size: int,
+                 transform: Callable[[torch.Tensor], torch.Tensor]):
+        """`split` lives on the device; `transform` is the trial's pixel permutation and resize; the
+        optimizer is capturable, its learning rate a device tensor."""
+        self.model, self.optimizer, self.split, self.generator, self.transform = (
+            model, optimizer, split, generator, transform)
+        device = split.images.device
+        self.index = torch.zeros(batch_size, dtype=torch.long, device=device)
+        self.loss_sum = torch.zeros((), device=device)
+        self.correct = torch.zeros((), dtype=torch.long, device=device)
+        self.graph, self.steps, self.failed, self.mode = None, 0, False, "cuda_graph"
 
     def step(self, index) -> None:
         """The work of one step (what the graph holds); gradients start from None or zero."""
-        t, split = self.trial, self.trial.data.train
-        x = pixel_transforms(split.images[index], t.permutation, t.keys["resize"])
-        y = split.labels[index]
-        out = t.model(x)
+        x = self.transform(self.split.images[index])
+        y = self.split.labels[index]
+        out = self.model(x)
         loss = F.cross_entropy(out, y)
         loss.backward()
-        t.optimizer.step()
+        self.optimizer.step()
         self.loss_sum.add_(loss.detach(), alpha=len(y))
         self.correct.add_((out.argmax(1) == y).sum())
 
     def full_batch(self) -> None:
-        optimizer = self.trial.optimizer
+        optimizer = self.optimizer
         if self.failed:
             optimizer.zero_grad(set_to_none=True)
             self.step(self.index)
@@ -299,25 +312,25 @@ class GraphedStep:
     def fall_back(self, reason: str) -> None:
         """From now on this trial's steps run eagerly (`step` without the graph)."""
         print(f"cuda_graphs: this trial trains eagerly: {reason}", flush=True)
-        self.failed, self.trial.step_mode = True, f"eager ({reason})"
-        torch.cuda.synchronize()
+        self.failed, self.mode = True, f"eager ({reason})"
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
 
     def train_one_epoch(self) -> dict:
-        t, split = self.trial, self.trial.data.train
-        t.model.train()
-        n, batch_size = len(split), len(self.index)
+        self.model.train()
+        n, batch_size = len(self.split), len(self.index)
         self.loss_sum.zero_()
         self.correct.zero_()
         start = time.perf_counter()
         # The eager loop's order: the same generator, the same call.
-        order = torch.randperm(n, generator=t.generator, device=t.generator.device).to(t.device)
+        order = torch.randperm(n, generator=self.generator, device=self.generator.device).to(self.index.device)
         full = n // batch_size
         for i in range(full):
             self.index.copy_(order[i * batch_size:(i + 1) * batch_size])  # device to device: no host sync
             self.full_batch()
         if full * batch_size < n:
             # The partial last batch, eagerly: into the same gradient tensors (zeroed, not freed).
-            t.optimizer.zero_grad(set_to_none=self.graph is None)
+            self.optimizer.zero_grad(set_to_none=self.graph is None)
             self.step(order[full * batch_size:])
         loss_sum, correct = float(self.loss_sum), int(self.correct)
         train_time = time.perf_counter() - start
@@ -331,18 +344,12 @@ def train_epochs(config: dict, settings: RunSettings, state: dict | None = None,
     if state is not None:
         trial.load_state(state)
     params = trial.params()
-    try:
-        while trial.epoch < settings.epochs:
-            metrics = trial.run_epoch()
-            metrics["params"] = params
-            yield metrics, trial
-            if metrics.get("diverged"):
-                return
-    finally:
-        # Trial and GraphedStep point at each other: without this, a finished trial's data, model and
-        # graph stay on the GPU until a full garbage collection, and the next trial of a reused actor
-        # may run out of memory.
-        trial.graph_step = None
+    while trial.epoch < settings.epochs:
+        metrics = trial.run_epoch()
+        metrics["params"] = params
+        yield metrics, trial
+        if metrics.get("diverged"):
+            return
 
 
 def out_of_memory(error: BaseException) -> bool:
@@ -406,15 +413,6 @@ def _seen_before(error: str, epoch: int) -> bool:
 def _node_id() -> str:
     import ray
     return ray.get_runtime_context().get_node_id()[:12]
-
-
-def load_trial_model(trial_dir: Path, trust: bool = False) -> tuple[torch.nn.Module, dict]:
-    """The model of a trial folder's latest checkpoint (eval mode, CPU) and its full config; a study-file
-    model class only with `trust` (hpo.checkpoints.load_model)."""
-    checkpoint = checkpoints.latest(trial_dir)
-    if checkpoint is None:
-        raise HpoError(f"No checkpoint in {trial_dir}: the trial never finished an epoch.")
-    return checkpoints.load_model(checkpoint, trust)
 
 
 def main(argv=None) -> int:

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from hpo.trainable import RunSettings, load_trial_model, train_epochs
+from hpo import HpoError
+from hpo.checkpoints import load_model
+from hpo.trainable import RunSettings, train_epochs
 
 ROOT = Path(__file__).resolve().parents[1]
 FASHION = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
@@ -61,13 +63,16 @@ def test_divergence_ends_the_trial_with_a_flag(fake_mnist_dir):
     assert len(history) < 5 and history[-1]["diverged"] and not math.isfinite(history[-1]["train_loss"])
 
 
-def test_load_trial_model_from_a_checkpoint(tmp_path, fake_mnist_dir):
+def test_load_model_from_a_trial_folder_or_its_checkpoint(tmp_path, fake_mnist_dir):
     settings = RunSettings("mnist", "lenet5", epochs=1, data_dir=str(fake_mnist_dir))
     _, trial = next(train_epochs({"dropout": 0.3}, settings, device="cpu"))
     checkpoint = tmp_path / "trial" / "checkpoint_000000"
     checkpoint.mkdir(parents=True)
     torch.save(trial.state(), checkpoint / "state.pt")
-    model, config = load_trial_model(tmp_path / "trial")
+    model, config = load_model(tmp_path / "trial")
+    assert torch.equal(load_model(checkpoint)[0](torch.ones(1, 1, 28, 28)), model(torch.ones(1, 1, 28, 28)))
+    with pytest.raises(HpoError, match="never finished an epoch"):
+        load_model(tmp_path)
     assert config["model"] == "lenet5" and config["dropout"] == 0.3 and config["dataset"] == "mnist"
     x = torch.randn(2, 1, 28, 28)
     trial.model.eval().to(memory_format=torch.contiguous_format)  # it trained channels-last: the same kernels
@@ -231,21 +236,62 @@ def test_smoke_caps_the_study_and_a_trial_s_compute(tmp_path, fake_mnist_dir):
     assert smoke.space["lr"]["grid_search"][0] == 0.1 and smoke.space["batch_size"]["grid_search"][0] == 16
 
     data = load_data("mnist", data_dir=str(fake_mnist_dir))
-    keys = {"resize": None, "batch_size": 16}
-    per_image = forward_flops("lenet5", {}, 1, 10, 28)
-    capped = smoke_caps(data, "lenet5", {}, keys, max_flops=300 * per_image)  # 75 images' training
+    keys = {"model": None, "resize": None, "batch_size": 16}
+    per_image = forward_flops(keys, {}, "lenet5", data.info)
+    capped = smoke_caps(data, keys, {}, "lenet5", max_flops=300 * per_image)  # 75 images' training
     assert len(capped.train) == 75 and len(capped.val) == len(capped.test) == 37
-    wide = smoke_caps(data, "lenet5", {"feature_maps": 64}, keys, max_flops=300 * per_image)
+    wide = smoke_caps(data, keys, {"feature_maps": 64}, "lenet5", max_flops=300 * per_image)
     assert len(wide.train) < len(capped.train)  # a heavier model trains fewer images
-    assert len(smoke_caps(data, "lenet5", {}, keys, max_flops=1).train) == 16  # at least one batch
+    assert len(smoke_caps(data, keys, {}, "lenet5", max_flops=1).train) == 16  # at least one batch
+    resized = forward_flops({**keys, "resize": 56}, {}, "lenet5", data.info)
+    assert resized > 3 * per_image  # the config's resize is the size counted
 
 
 def test_a_graph_step_says_why_it_cannot_replay_augment_or_amp():
     """The CUDA graph's refusals are decided before any GPU work, so they are checked here on the CPU."""
-    from types import SimpleNamespace
-
     from hpo.trainable import GraphedStep
 
-    assert "augment" in GraphedStep.unsupported(SimpleNamespace(keys={"augment": True}, amp=False))
-    assert "amp" in GraphedStep.unsupported(SimpleNamespace(keys={"augment": False}, amp=True))
-    assert GraphedStep.unsupported(SimpleNamespace(keys={"augment": False}, amp=False)) is None
+    assert "augment" in GraphedStep.unsupported(augment=True, amp=False)
+    assert "amp" in GraphedStep.unsupported(augment=False, amp=True)
+    assert GraphedStep.unsupported(augment=False, amp=False) is None
+
+
+def test_the_graph_step_trains_the_eager_loop_s_batches(fake_mnist_dir):
+    """GraphedStep's own batch order, pixel permutation, resize and partial last batch, run on the CPU
+    through its eager fallback (a graph needs CUDA): the same losses as the eager loop, bit for bit."""
+    from hpo.trainable import Trial
+
+    settings = RunSettings("mnist", "lenet5", epochs=2, data_dir=str(fake_mnist_dir))
+    config = {"lr": 0.05, "batch_size": 48, "resize": 32, "permute_pixels": True, "seed": 1}
+    learned = ("train_loss", "train_acc", "val_loss", "test_acc")
+    eager = [[m[k] for k in learned] for m, _ in train_epochs(config, settings, device="cpu")]
+
+    trial = Trial(config, settings, device="cpu")
+    assert len(trial.data.train) % 48 != 0  # a partial last batch is part of the comparison
+    trial.graph_step = trial.make_graph_step()
+    trial.graph_step.fall_back("no CUDA in this test")
+    graphed = [[m[k] for k in learned] for m in (trial.run_epoch(), trial.run_epoch())]
+    assert trial.step_mode == "eager (no CUDA in this test)"
+    assert graphed == eager
+
+
+def test_a_finished_trial_is_freed_without_a_garbage_collection(fake_mnist_dir):
+    """No reference cycle (e.g. trial <-> graph step) keeps a finished trial's model alive: on a GPU that
+    memory would be missing from the next trial of a reused actor until Python's cycle collector ran."""
+    import gc
+    import weakref
+
+    from hpo.trainable import Trial
+
+    settings = RunSettings("mnist", "lenet5", epochs=1, data_dir=str(fake_mnist_dir))
+    gc.disable()
+    try:
+        trial = Trial({"lr": 0.05}, settings, device="cpu")
+        trial.graph_step = trial.make_graph_step()
+        trial.graph_step.fall_back("no CUDA in this test")
+        trial.run_epoch()
+        model = weakref.ref(trial.model)
+        del trial
+        assert model() is None
+    finally:
+        gc.enable()
