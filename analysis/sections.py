@@ -94,8 +94,9 @@ def _definition_section(data: StudyData) -> Section:
             ("num_samples", s.get("num_samples")), ("seeds", s.get("seeds")),
             ("varied keys", ", ".join(data.varied_keys) or "none")]
     rows += [(f"space: {k}", _space_value(v)) for k, v in (s.get("space") or {}).items()]
-    rows += [("study file", meta.get("study_file")), ("command", meta.get("command")),
-             ("started", meta.get("started")),
+    rows += [("study file", meta.get("study_file")), ("command", meta.get("command"))]
+    rows += [(f"round {r['round']} command", r.get("command")) for r in (meta.get("rounds") or [])[:-1]]
+    rows += [("started", meta.get("started")),
              ("ended", meta.get("ended") or "not yet: the study is running or was interrupted")]
     rows += [(f"version: {k}", v) for k, v in (meta.get("versions") or {}).items()]
     rows += [(f"hardware: {k}", v) for k, v in (meta.get("hardware") or {}).items()]
@@ -123,6 +124,14 @@ def _summary(data: StudyData) -> list[str]:
     if "ended" in data.meta and not data.meta["ended"]:
         text.append("Note: the study has not ended (it is running or was interrupted): this report shows the trials"
                     " so far.")
+    rounds = data.meta.get("rounds") or []
+    if len(rounds) > 1:
+        per_round = data.trials["round"].value_counts() if "round" in data.trials else pd.Series(dtype=int)
+        said = "; ".join(f"round {r['round']}: {int(per_round.get(r['round'], 0))} trials"
+                         + (f" (--set {', '.join(r['set'])})" if r.get("set") else "") for r in rounds)
+        text.append(f"The results pool {len(rounds)} rounds of this study, each added by `python -m hpo.run "
+                    f"STUDY.py --extend`: {said}. Every configuration is compared over the seeds of all rounds; "
+                    f"the timeline shows round {rounds[-1]['round']}, the latest.")
     if data.meta.get("smoke"):
         text.append("Note: this is a `--smoke` run (at most 2 epochs and a few thousand images per trial):"
                     " it checks the pipeline; its numbers say nothing about the study.")

@@ -208,9 +208,12 @@ def pareto_table(data: StudyData) -> pd.DataFrame:
 # ---------------------------------------------------------------- when the trials ran
 
 def trial_times(data: StudyData) -> pd.DataFrame:
-    """The trials that started, first started first: trial_id, outcome, started_s, ended_s (seconds since the run
-    began) and `open` (no end recorded: running, or stopped with the run; it ends at the latest time in the table)."""
+    """The trials of the latest round that started, first started first: trial_id, outcome, started_s, ended_s
+    (seconds since the run began) and `open` (no end recorded: running, or stopped with the run; it ends at
+    the latest time in the table)."""
     t = data.trials
+    if "round" in t:  # each --extend round is a run of its own, with its own clock: the latest one
+        t = t[t["round"] == t["round"].max()]
     started = pd.to_numeric(t["started_s"], errors="coerce") if "started_s" in t else None
     if started is None or "ended_s" not in t or started.isna().all():
         raise Skipped("No trial timeline: trials.csv has no started_s/ended_s times (a report written by an older"

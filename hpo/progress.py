@@ -32,8 +32,10 @@ def duration(seconds: float | None) -> str:
 
 class ProgressView(tune.Callback):
     def __init__(self, study: Study, verbose: bool = False, interval_s: float = 10.0, stream=None,
-                 live: bool | None = None):
+                 live: bool | None = None, planned: int | None = None):
+        """`planned`: the trials this run will have (default: the study's; a --extend round's are fewer)."""
         self.study, self.verbose, self.interval_s = study, verbose, interval_s
+        self.planned = study.num_trials() if planned is None else planned
         self.stream = stream or sys.stdout
         self.live = self.stream.isatty() if live is None else live
         self.start = time.monotonic()
@@ -104,7 +106,7 @@ class ProgressView(tune.Callback):
 
     # -- what is shown ------------------------------------------------------
     def total(self, trials) -> int:
-        return max(len(trials), self.study.num_trials())  # searchers create trials as they go
+        return max(len(trials), self.planned)  # searchers create trials as they go
 
     def counts(self) -> dict[str, int]:
         """Trials by outcome, by the report's own rule (hpo.report.outcome); diverged and interrupted

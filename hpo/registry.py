@@ -45,15 +45,23 @@ class Scheduler(Choice):
     stops_early: bool = False  # stops trials at rungs (so a multi-objective study cannot use it)
 
 
+def seeded_space(study) -> dict:
+    """The space Ray's variant generator runs: the study's, with a grid over `seed` for seeds > 1."""
+    from ray import tune
+
+    space = dict(study.space)
+    if study.seeds > 1 and "seed" not in space:
+        space["seed"] = tune.grid_search(list(range(study.seeds)))
+    return space
+
+
 # -- searches: build(study, space, max_concurrent, journal) -> (search_alg, num_samples); may add "seed" to
 # space. `journal`: a file for Optuna's own record of the search (optuna-dashboard reads it).
 def _variant_generator(study, space: dict, max_concurrent, journal=None):
     """Ray's own variant generator: grids, and random samplers drawn num_samples times per grid point."""
-    from ray import tune
     from ray.tune.search import BasicVariantGenerator
 
-    if study.seeds > 1 and "seed" not in space:
-        space["seed"] = tune.grid_search(list(range(study.seeds)))
+    space.update(seeded_space(study))
     # It takes the concurrency limit itself: Tune ignores max_concurrent_trials for a generator passed in.
     return BasicVariantGenerator(random_state=0, max_concurrent=max_concurrent or 0), study.num_samples
 

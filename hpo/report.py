@@ -88,14 +88,15 @@ def earlier_final_outcomes(trials_csv: Path, mirrored: str | None = None) -> dic
     return dict(zip(final["trial_id"], final["outcome"]))
 
 
-def checkpoint_path(trial) -> str:
-    """The trial's latest checkpoint folder, relative to the study folder (as the analysis reads it)."""
+def checkpoint_path(trial, experiment: str = "experiment") -> str:
+    """The trial's latest checkpoint folder, relative to the study folder (as the analysis reads it);
+    `experiment`: the name of Ray's experiment folder (hpo.rounds.experiment_name)."""
     from hpo.ray_workarounds import trial_folder_name
 
     checkpoint, folder = getattr(trial, "checkpoint", None), trial_folder_name(trial)
     if checkpoint is None or folder is None:
         return ""
-    return f"experiment/{folder}/{Path(checkpoint.path).name}"
+    return f"{experiment}/{folder}/{Path(checkpoint.path).name}"
 
 
 def outcome(trial, epochs: dict[int, dict], study: Study, completed: bool | None = None) -> str:
@@ -116,6 +117,18 @@ def outcome(trial, epochs: dict[int, dict], study: Study, completed: bool | None
         at_rung = epochs_run in study.asha_rungs() and completed is not False
         return "stopped_early" if at_rung else "interrupted"
     return "running" if trial.status in ("RUNNING", "PAUSED") or epochs else "pending"
+
+
+def earlier_rows(csv_file: Path, this_round: int) -> pd.DataFrame:
+    """The rows of a report table from the rounds before `this_round` (a table written before rounds
+    existed is round 1)."""
+    try:
+        table = pd.read_csv(csv_file)
+    except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError):
+        return pd.DataFrame()
+    if "round" not in table:
+        table.insert(1, "round", 1)
+    return table[table["round"] < this_round]
 
 
 def as_text_in_spreadsheets(value):
@@ -146,6 +159,10 @@ class ReportWriter(tune.Callback):
         self.utilisation: float | None = None  # trial-seconds / (slots x wall time), see write_study_json
         self.counts: dict[str, int] = {"total": 0, **dict.fromkeys(OUTCOMES, 0)}  # trials by outcome, as last written
         self.environment = {"versions": versions(), "hardware": hardware()}  # once: writes happen in Tune's loop
+        self.round = int(meta.get("round") or 1)  # --extend: this run's round (hpo.rounds)
+        self.earlier_rounds: list[dict] = []  # study.json's rounds before this one
+        self.earlier = (pd.DataFrame(), pd.DataFrame())  # their rows of trials.csv and epochs.csv
+        self.round_count = 0  # this round's trials, as last written
 
     @property
     def report_dir(self) -> Path:
@@ -157,8 +174,24 @@ class ReportWriter(tune.Callback):
         self.final = earlier_final_outcomes(self.report_dir / "trials.csv",
                                             self.mirror and f"{self.mirror}/trials.csv")
         self.meta["ended"] = None
-        if not (self.report_dir / "study.json").exists():  # a resumed run keeps its report until it has news
+        recorded = self.read_earlier_rounds()
+        if recorded != self.round:  # a resumed run keeps its report until it has news
             self.write_study_json()  # from the start: it records what this run was started with (--resume checks)
+
+    def read_earlier_rounds(self) -> int | None:
+        """Keep the rows and records of the rounds before this one (a --extend round pools them); returns
+        the round study.json last recorded (None without one)."""
+        from hpo.rounds import rounds_of
+
+        try:
+            record = json.loads((self.report_dir / "study.json").read_text())
+        except (OSError, ValueError):
+            return None
+        self.earlier_rounds = [r for r in rounds_of(record) if r["round"] < self.round]
+        if self.round > 1:
+            self.earlier = tuple(earlier_rows(self.report_dir / name, self.round)
+                                 for name in ("trials.csv", "epochs.csv"))
+        return rounds_of(record)[-1]["round"]
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.times.setdefault(trial.trial_id, [time.time(), None])[1] = None  # a restart runs on
@@ -201,12 +234,21 @@ class ReportWriter(tune.Callback):
             self.replace(name, lambda tmp: safe.to_csv(tmp, index=False))
         counts = trials["outcome"].value_counts().to_dict() if len(trials) else {}
         self.counts = {"total": len(trials), **{k: int(counts.get(k, 0)) for k in OUTCOMES}}
+        self.round_count = int((trials["round"] == self.round).sum()) if len(trials) else 0
         self.write_study_json()
 
     def write_study_json(self) -> None:
         self.report_dir.mkdir(parents=True, exist_ok=True)
         self.utilisation = self.slot_utilisation()
-        document = {"study": self.study.to_json(), "varied_keys": self.study.varied_keys(), **self.meta,
+        this_round = {"round": self.round, **{k: self.meta.get(k) for k in ("command", "set", "started", "ended")},
+                      "planned_trials": self.meta.get("round_trials"),
+                      "trials": self.round_count,
+                      "varied_keys": self.study.varied_keys(),
+                      "study": self.study.to_json()}
+        rounds = [*self.earlier_rounds, this_round]
+        # Every key some round varied: the analysis tells configurations apart by them.
+        varied = list(dict.fromkeys(k for r in rounds for k in r.get("varied_keys") or []))
+        document = {"study": self.study.to_json(), "varied_keys": varied, "rounds": rounds, **self.meta,
                     "experiment_path": str(self.experiment_path), "trials": self.counts,
                     "slot_utilisation": self.utilisation, **self.environment}
         self.replace("study.json", lambda tmp: tmp.write_text(json.dumps(document, indent=2, default=str)))
@@ -247,11 +289,12 @@ class ReportWriter(tune.Callback):
 
     def tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         trial_rows, epoch_rows = [], []
+        experiment = Path(self.experiment_path).name
         for trial in sorted(self.trials, key=lambda t: t.trial_id):  # one order, also after --resume
             epochs = self.history.get(trial.trial_id, {})
             config = self.config_columns(trial.config)
             seed = trial.config.get("seed", trial.config.get("__trial_index__", 0))
-            row = {"trial_id": trial.trial_id, "status": trial.status,
+            row = {"trial_id": trial.trial_id, "round": self.round, "status": trial.status,
                    "outcome": self.final.get(trial.trial_id) or outcome(
                        trial, epochs, self.study, completed=trial.trial_id in self.completed),
                    **config, "seed": seed,
@@ -269,7 +312,7 @@ class ReportWriter(tune.Callback):
             row["time_s"] = frame["epoch_time_s"].sum() if "epoch_time_s" in frame else 0.0
             row["node"] = last.get("node", "")
             row["layout"] = last.get("layout", "")
-            row["checkpoint"] = checkpoint_path(trial)
+            row["checkpoint"] = checkpoint_path(trial, experiment)
             row["note"] = " ".join(r["note"] for e, r in sorted(epochs.items()) if r.get("note"))
             started, ended = self.times.get(trial.trial_id, (None, None))
             row["started_s"] = round(started - self.start_time, 2) if started else math.nan  # since this run began
@@ -280,9 +323,11 @@ class ReportWriter(tune.Callback):
             trial_rows.append(row)
             for e in sorted(epochs):
                 result = epochs[e]
-                epoch_rows.append({"trial_id": trial.trial_id, "seed": seed, **config, "epoch": e,
-                                   **{m: result.get(m, math.nan) for m in METRICS}})
-        return pd.DataFrame(trial_rows), pd.DataFrame(epoch_rows)
+                epoch_rows.append({"trial_id": trial.trial_id, "round": self.round, "seed": seed, **config,
+                                   "epoch": e, **{m: result.get(m, math.nan) for m in METRICS}})
+        earlier_trials, earlier_epochs = self.earlier
+        return (pd.concat([earlier_trials, pd.DataFrame(trial_rows)], ignore_index=True),
+                pd.concat([earlier_epochs, pd.DataFrame(epoch_rows)], ignore_index=True))
 
     def best_epoch(self, frame: pd.DataFrame):
         metric = self.study.primary_metric

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import os
 import runpy
@@ -28,6 +29,7 @@ from pathlib import Path
 
 from hpo import env, storage, studydir
 from hpo.errors import HpoError
+from hpo.rounds import experiment_name
 from hpo.study import (FINAL, SMOKE_EPOCHS, SMOKE_EVAL, SMOKE_FLOPS, SMOKE_TRAIN, SMOKE_TRIALS,
                        TRAINABLE_KEYS, RunSettings, Study, parse_overrides, possible_values)
 
@@ -42,6 +44,7 @@ class RunOptions:
     smoke: bool = False
     resume: bool = False
     overwrite: bool = False
+    extend: bool = False  # a new round of a finished study (hpo.rounds)
     address: str | None = None
     storage: str | None = None
     gpus_per_trial: float | None = None  # None: 0.25 where the cluster has GPUs, else 0
@@ -76,7 +79,8 @@ class RunOptions:
         options += ["--gpus-per-trial", f"{self.gpus_per_trial:g}"] if self.gpus_per_trial is not None else []
         options += ["--max-concurrent", str(self.max_concurrent)] if self.max_concurrent is not None else []
         options += ["--max-failures", str(self.max_failures)] if self.max_failures != 2 else []
-        return shlex.join(["python", "-m", "hpo.run", self.study_file, *(["--resume"] if resume else []), *options])
+        flag = ["--resume"] if resume else ["--extend"] if self.extend else []
+        return shlex.join(["python", "-m", "hpo.run", self.study_file, *flag, *options])
 
 
 def parse_args(argv=None) -> RunOptions:
@@ -98,6 +102,9 @@ def parse_args(argv=None) -> RunOptions:
                         f"{SMOKE_TRAIN} training and {SMOKE_EVAL} validation/test images per trial")
     p.add_argument("--resume", action="store_true", help="continue an interrupted study (Tuner.restore)")
     p.add_argument("--overwrite", action="store_true", help="delete the study's earlier results first")
+    p.add_argument("--extend", action="store_true",
+                   help="a finished grid study: train what it lacks after --set seeds=N or new grid values, "
+                        "in the same folder, and pool everything in one report (docs/running.md)")
     p.add_argument("--address", help="join a running Ray cluster (e.g. 127.0.0.1:6379 or auto)")
     p.add_argument("--storage", help="shared storage for a cluster: a path every node sees, or s3://...")
     p.add_argument("--gpus-per-trial", type=float,
@@ -118,8 +125,8 @@ def parse_args(argv=None) -> RunOptions:
                    help="print a line per epoch of every trial instead of the live status")
     a = p.parse_args(argv)
     return RunOptions(study_file=a.study, results=a.results, data_dir=a.data_dir, smoke=a.smoke, resume=a.resume,
-                      overwrite=a.overwrite, address=a.address, storage=a.storage, gpus_per_trial=a.gpus_per_trial,
-                      cpus_per_trial=a.cpus_per_trial, max_concurrent=a.max_concurrent,
+                      overwrite=a.overwrite, extend=a.extend, address=a.address, storage=a.storage,
+                      gpus_per_trial=a.gpus_per_trial, cpus_per_trial=a.cpus_per_trial, max_concurrent=a.max_concurrent,
                       max_failures=a.max_failures, overrides=tuple(a.set), analysis=not a.no_analysis,
                       verbose=a.verbose, trackers=tuple(a.log),
                       live_report_s=a.live_report)
@@ -163,10 +170,19 @@ class Plan:
     settings: RunSettings
     data: dict = dataclasses.field(default_factory=dict)  # what was read: dataset, folder, images per split
     slots: int | None = None  # trials that fit at once (set by execute once Ray runs: trial_slots)
+    round: int = 1  # the study's rounds: 1, then one more per --extend (hpo.rounds)
+    points: tuple[dict, ...] = ()  # a --extend round: the configurations (with seed) it trains
+    earlier_trials: int = 0  # trials of the rounds before this one
+    round_trials: int | None = None  # the trials of a round after the first (None: the study's)
 
     @property
     def experiment_path(self) -> str:
-        return f"{self.storage_path}/experiment"
+        return f"{self.storage_path}/{experiment_name(self.round)}"
+
+    @property
+    def planned_trials(self) -> int:
+        """The trials this run will have."""
+        return self.study.num_trials() if self.round_trials is None else self.round_trials
 
     @property
     def lock_path(self) -> Path:
@@ -279,7 +295,37 @@ def plan(options: RunOptions) -> Plan:
                                                      for s in ("train", "test"))
         check_splits(study, data["train_images"], settings.max_train)
         check_local_resources(options)
-    return Plan(study, options, root / study.name, storage_path, settings, data)
+    p = Plan(study, options, root / study.name, storage_path, settings, data)
+    return with_round(p)
+
+
+def with_round(p: Plan) -> Plan:
+    """The plan of the study's round this run is: a --extend's new round (what it trains), the latest
+    round for a --resume, else round 1. Reads the study folder, writes nothing."""
+    from hpo import rounds
+
+    options = p.options
+    if options.extend and (options.resume or options.overwrite):
+        other = "--resume" if options.resume else "--overwrite"
+        raise HpoError(f"--extend and {other} contradict each other: --extend adds a round to a finished study, "
+                       "--resume continues an interrupted round, --overwrite starts again. Choose one.")
+    if options.extend:
+        record = json.loads(json.dumps(p.record(), default=str))  # as study.json holds it
+        extension = rounds.plan_extension(p.study, p.storage_path, record)
+        return dataclasses.replace(p, round=extension.number, points=extension.points,
+                                   earlier_trials=extension.earlier_trials, round_trials=len(extension.points))
+    if options.resume:
+        try:
+            record = json.loads(storage.read_text(f"{p.storage_path}/report/study.json") or "{}")
+        except ValueError:
+            record = {}  # check_resumable says what is wrong with it
+        latest = rounds.rounds_of(record)[-1] if record else {"round": 1}
+        if latest["round"] == 1:
+            return p
+        earlier = int(record.get("planned_trials") or 0) - int(latest.get("planned_trials") or 0)
+        return dataclasses.replace(p, round=latest["round"], earlier_trials=earlier,
+                                   round_trials=latest.get("planned_trials"))
+    return p
 
 
 CONNECT_TIMEOUT_S = 5  # a cluster's head answers at once; Ray's own client waits minutes in silence
@@ -426,6 +472,11 @@ def build_tuner(p: Plan, trainable, callbacks=()):
     journal = None if storage.is_uri(p.storage_path) else p.study_dir / "optuna.journal"
     p.study_dir.mkdir(parents=True, exist_ok=True)
     search_alg, num_samples = SEARCHES[study.search].build(study, space, options.max_concurrent, journal=journal)
+    if p.points:  # a --extend round: exactly these configurations, each one trial (hpo.rounds)
+        from ray.tune.search import BasicVariantGenerator
+        search_alg = BasicVariantGenerator(points_to_evaluate=[dict(c) for c in p.points], random_state=0,
+                                           max_concurrent=options.max_concurrent or 0)
+        num_samples = len(p.points)
     # Ray Tune gives a searcher other than its own variant generator ONE pending trial at a time unless
     # max_concurrent_trials is set (tune_controller._get_max_pending_trials): new trials then start one
     # actor start-up apart and most slots stay idle (an H100 with 16 slots ran 1.7-4.3 trials at once).
@@ -436,7 +487,7 @@ def build_tuner(p: Plan, trainable, callbacks=()):
         max_concurrent = p.slots or trial_slots(trial_resources(options))
     max_concurrent = max_concurrent or None  # 0: Ray Tune's own default (bench/gpu_check.sh compares it)
     run_config = tune.RunConfig(
-        name="experiment", storage_path=p.storage_path, callbacks=list(callbacks), verbose=0,
+        name=experiment_name(p.round), storage_path=p.storage_path, callbacks=list(callbacks), verbose=0,
         # Two, not one: a driver killed between a trial's new checkpoint and the next
         # experiment snapshot must still find the checkpoint that snapshot names.
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
@@ -457,9 +508,10 @@ def report_writer(p: Plan):
     from hpo.report import ReportWriter
 
     options = p.options
-    meta = {"study_file": options.study_file, "command": options.command(), "smoke": options.smoke,
+    started_as = dataclasses.replace(options, extend=p.round > 1)  # a resumed round: the --extend that began it
+    meta = {"study_file": options.study_file, "command": started_as.command(), "smoke": options.smoke,
             "set": list(options.overrides), "data": p.data, "slots": p.slots,
-            "planned_trials": p.study.num_trials()}
+            "planned_trials": p.earlier_trials + p.planned_trials, "round": p.round, "round_trials": p.planned_trials}
     return ReportWriter(p.study, p.study_dir, p.experiment_path, meta,
                         mirror=f"{p.storage_path}/report" if storage.is_uri(p.storage_path) else None)
 
@@ -517,7 +569,9 @@ def execute(p: Plan) -> int:
     # From here Ctrl-C, SIGTERM and SIGHUP stop the study cleanly (StopSignals).
     with studydir.StudyLock(p.lock_path), StopSignals() as stop:
         studydir.prepare_study_dir(p)
-        print(f"Study {study.name}: {study.num_trials()} trials of at most {study.epochs} epochs "
+        this_round = (f", round {p.round}: {p.planned_trials} new trials beside the {p.earlier_trials} of rounds "
+                      f"1-{p.round - 1}" if p.round > 1 else f": {p.planned_trials} trials")
+        print(f"Study {study.name}{this_round} of at most {study.epochs} epochs "
               f"({study.search} search, {study.scheduler} scheduler) -> {p.study_dir}", flush=True)
         trackers = tracker_callbacks(p)
         start_ray(options)
@@ -531,7 +585,7 @@ def execute(p: Plan) -> int:
         writer = report_writer(p)
         from hpo.progress import ProgressView
         live = [LiveReport(p.study_dir, options.live_report_s)] if options.analysis and options.live_report_s else []
-        progress = ProgressView(study, verbose=options.verbose)
+        progress = ProgressView(study, verbose=options.verbose, planned=p.planned_trials)
         from hpo.diskspace import DiskWatch, disk_full
         disk = DiskWatch(p.study_dir, Path(p.experiment_path)) if not storage.is_uri(p.storage_path) else None
         tuner = build_tuner(p, tune_trainable, [writer, progress, *live, *trackers, *([disk] if disk else [])])

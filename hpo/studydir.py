@@ -55,6 +55,8 @@ def prepare_study_dir(p: Plan) -> None:
     if options.resume:
         check_resumable(p)
         return
+    if options.extend:  # a new round beside the earlier ones (checked by hpo.rounds.plan_extension)
+        return
     remote = storage.is_uri(p.storage_path) and storage.exists(p.storage_path)
     local = p.study_dir.exists() and any(p.study_dir.iterdir())
     if not (remote or local):
@@ -139,7 +141,7 @@ def relocate(p: Plan) -> None:
     if storage.is_uri(p.experiment_path):
         return
     earlier = json.loads(storage.read_text(f"{p.storage_path}/report/study.json") or "{}")
-    old = str(earlier.get("experiment_path", ""))[:-len("/experiment")]
+    old = str(earlier.get("experiment_path", "")).rpartition("/")[0]  # the study folder it ran in
     if old and old != p.storage_path:
         from hpo.ray_workarounds import relocate_search_state
         relocate_search_state(Path(p.experiment_path), old, p.storage_path)

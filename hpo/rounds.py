@@ -1,0 +1,141 @@
+"""--extend: a finished study grows in its own folder, one round at a time.
+
+Round 1 is the study as first run: Ray's experiment in <study>/experiment. Each `--extend` is a round of its
+own, a Ray experiment in <study>/experiment-round<N> (so a `--resume` of an interrupted round works as for
+any run), that trains only what no earlier round trained: the configurations x seeds of the (edited) study
+that no earlier trial has, given to Ray's own variant generator as its `points_to_evaluate`. The report
+pools every round (trials.csv's and epochs.csv's `round` column, study.json's `rounds`), and the analysis
+compares configurations over all their seeds.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shlex
+from dataclasses import dataclass
+
+from hpo import storage
+from hpo.errors import HpoError
+from hpo.study import FINAL, Study
+
+# What makes pooled results incomparable: a change of any of these refuses --extend (another study).
+FIXED_FIELDS = ("dataset", "model", "epochs", "metric", "mode", "search", "scheduler", "grace_period",
+                "reduction_factor")
+
+
+def experiment_name(number: int) -> str:
+    """Ray's experiment folder of a round, inside the study folder."""
+    return "experiment" if number == 1 else f"experiment-round{number}"
+
+
+def rounds_of(record: dict) -> list[dict]:
+    """study.json's rounds, oldest first; a study.json written before rounds existed is one round."""
+    if record.get("rounds"):
+        return list(record["rounds"])
+    return [{"round": 1, **{k: record.get(k) for k in ("command", "set", "started", "ended", "study")}}]
+
+
+def resume_command(command: str) -> str:
+    """The command that continues a run started with `command` (study.json's): --resume for --extend."""
+    words = shlex.split(command)
+    words = [w for w in words if w != "--extend"]
+    at = next((i + 1 for i, w in enumerate(words) if w.endswith(".py")), len(words))
+    return shlex.join([*words[:at], "--resume", *words[at:]])
+
+
+@dataclass(frozen=True)
+class Extension:
+    """The round a --extend adds: its number and the configurations (each with its seed) it trains."""
+
+    number: int
+    points: tuple[dict, ...]
+    earlier_trials: int  # trials of the rounds before it
+
+
+def configurations(study: Study) -> list[dict]:
+    """Every configuration x seed of a grid study, resolved by Ray's own variant generator (grids, and
+    values that follow a grid key, as `hpo.variants` makes them)."""
+    from ray.tune.search.variant_generator import generate_variants
+
+    from hpo.registry import seeded_space
+
+    return [config for _, config in generate_variants(seeded_space(study))]
+
+
+def canonical(config: dict) -> str:
+    """A trial config as comparable text, as Ray's params.json holds it (JSON; other values as text)."""
+    return json.dumps({k: v for k, v in config.items() if not k.startswith("__")}, sort_keys=True, default=str)
+
+
+def trained(storage_path: str, rounds: int) -> list[str]:
+    """The configs (canonical) of every trial of rounds 1..`rounds`: Ray's params.json in each trial folder."""
+    found = []
+    for number in range(1, rounds + 1):
+        for trial_dir in storage.subfolders(f"{storage_path}/{experiment_name(number)}"):
+            text = storage.read_text(f"{trial_dir}/params.json")
+            if text:
+                found.append(canonical(json.loads(text)))
+    return found
+
+
+def plan_extension(study: Study, storage_path: str, record_now: dict) -> Extension:
+    """What a --extend of the study in `storage_path` trains, or an HpoError (exit 2) that says why it
+    cannot: no finished study there, a round not finished, a change that would mix two studies, a search
+    this version cannot continue, nothing new to train. Reads the study folder; writes nothing."""
+    from hpo.registry import SEARCHES
+
+    text = storage.read_text(f"{storage_path}/report/study.json")
+    if text is None:
+        raise HpoError(f"--extend: there is no study '{study.name}' in {storage_path} to extend (no "
+                       "report/study.json). Run it first without --extend.")
+    try:
+        record = json.loads(text)
+    except ValueError as e:
+        raise HpoError(f"--extend: {storage_path}/report/study.json cannot be read ({e}).") from None
+    rounds = rounds_of(record)
+    last = rounds[-1]["round"]
+    unfinished = _unfinished_trials(storage_path)
+    if record.get("ended") is None or unfinished:
+        why = f"{unfinished} of its trials are not finished" if unfinished else "it did not run to its end"
+        raise HpoError(f"--extend: round {last} of study '{study.name}' is not finished ({why}). Continue it "
+                       f"first with: {resume_command(record.get('command') or 'python -m hpo.run STUDY.py')}")
+    differences = []
+    then = record.get("study", {})
+    for key in FIXED_FIELDS:
+        if json.dumps(then.get(key), default=str) != json.dumps(record_now["study"].get(key), default=str):
+            differences.append(f"{key} was {then.get(key)!r}, now {record_now['study'].get(key)!r}")
+    if bool(record.get("smoke")) != record_now["smoke"]:
+        differences.append(f"--smoke was {'on' if record.get('smoke') else 'off'}, now "
+                           f"{'on' if record_now['smoke'] else 'off'}")
+    for key in ("train_images", "test_images"):
+        was, now = (record.get("data") or {}).get(key), (record_now.get("data") or {}).get(key)
+        if was and now and was != now:
+            differences.append(f"the dataset's {key.replace('_', ' ')} were {was}, now {now}")
+    if differences:
+        raise HpoError(f"--extend: the results of study '{study.name}' could not be pooled with this run's, "
+                       f"which differs in what makes them comparable: {'; '.join(differences)}. Extend it with "
+                       "the same settings (only seeds, num_samples, the space and time_budget_min may change), "
+                       "or give the new study another name.")
+    if SEARCHES[study.search].samples:
+        raise HpoError(f"--extend: study '{study.name}' samples its configurations (search={study.search!r}); "
+                       "this version extends grid studies only (more seeds, more grid values). Run the larger "
+                       "search as a new study (another name, or --overwrite).")
+    done = set(trained(storage_path, last))
+    points = tuple(c for c in configurations(study) if canonical(c) not in done)
+    if not points:
+        raise HpoError(f"--extend: nothing to add: rounds 1-{last} of study '{study.name}' trained every "
+                       f"configuration with seeds 0-{study.seeds - 1}. Ask for more, e.g. --set "
+                       f"seeds={study.seeds + 2}, or add grid values to the space.")
+    return Extension(number=last + 1, points=points, earlier_trials=len(done))
+
+
+def _unfinished_trials(storage_path: str) -> int:
+    """Trials of the report whose outcome is not final (running, pending, interrupted)."""
+    import pandas as pd
+
+    text = storage.read_text(f"{storage_path}/report/trials.csv")
+    if not text:
+        return 0
+    outcomes = pd.read_csv(io.StringIO(text), usecols=["outcome"], dtype=str)["outcome"]
+    return int((~outcomes.isin(FINAL)).sum())

@@ -1,0 +1,185 @@
+"""--extend: a finished study grows by rounds in its own folder (hpo/rounds.py), through the real CLI, real
+Ray Tune and the real analysis, on small datasets in the real IDX format."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as scipy_stats
+
+from test_run import ROOT, hpo_run, report, write_study
+
+GRID = """
+    study = Study(name="rounds", dataset="mnist", model="mnist_cnn",
+                  space={{"batch_size": tune.grid_search({batches}), "lr": 0.05, "momentum": 0.5}},
+                  epochs=3, seeds=2)
+"""
+
+
+def files(folder: Path) -> dict[str, int]:
+    """Every file under a folder with its size: what a refused command must leave as it was."""
+    return {str(p.relative_to(folder)): p.stat().st_size for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.slow
+def test_extend_adds_seeds_and_grid_values_and_pools_every_round(tmp_path, fake_mnist_dir):
+    study = write_study(tmp_path, GRID.format(batches=[32, 64]))
+    results = tmp_path / "results"
+    common = ["--results", results, "--data-dir", fake_mnist_dir, "--max-concurrent", 1]
+    hpo_run(study, *common, "--no-analysis")
+    first, first_epochs, _ = report(results, "rounds")
+    assert len(first) == 4 and set(first["round"]) == {1}
+
+    # Refused before Ray starts, naming the difference; nothing written.
+    before = files(results)
+    for args, expected in [(["--set", "epochs=4"], "epochs was 3, now 4"),
+                           (["--set", "dataset=fashion_mnist"], "dataset was 'mnist', now 'fashion_mnist'"),
+                           (["--smoke"], "--smoke was off, now on"),
+                           ([], "nothing to add"),
+                           (["--resume"], "contradict"),
+                           (["--set", "scheduler=asha"], "scheduler was 'fifo', now 'asha'")]:
+        refused = hpo_run(study, *common, "--extend", *args, check=False)
+        assert refused.returncode == 2 and expected in refused.stderr, (args, refused.stderr)
+        assert "Traceback" not in refused.stderr
+    missing = hpo_run(study, "--results", tmp_path / "elsewhere", "--data-dir", fake_mnist_dir, "--extend",
+                      check=False)
+    assert missing.returncode == 2 and "no study 'rounds'" in missing.stderr and "Run it first" in missing.stderr
+    assert files(results) == before
+
+    # Round 2: seeds 2-4. The driver is killed (with its Ray) once round 2's first trial has reported an
+    # epoch (six trials of a second each: most are still to run), then the round is resumed.
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args = [sys.executable, "-m", "hpo.run", study, *common, "--no-analysis", "--extend", "--set", "seeds=5"]
+    driver = subprocess.Popen(list(map(str, args)), cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    deadline = time.time() + 240
+    try:
+        while not any(p.stat().st_size for p in (results / "rounds" / "experiment-round2").glob("*/result.json")):
+            assert time.time() < deadline and driver.poll() is None, driver.stdout.read()[-3000:]
+            time.sleep(0.2)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    unfinished = hpo_run(study, *common, "--extend", "--set", "seeds=6", check=False)
+    assert unfinished.returncode == 2 and "round 2" in unfinished.stderr, unfinished.stderr
+    assert f"{study} --resume --results {results}" in unfinished.stderr and "--set seeds=5" in unfinished.stderr
+    resumed = hpo_run(study, *common, "--no-analysis", "--resume", "--set", "seeds=5")
+    assert "round 2: 6 new trials beside the 4 of rounds 1-1" in resumed.stdout, resumed.stdout
+    assert "Done: 10 trials completed" in resumed.stdout, resumed.stdout  # the whole study's
+
+    trials, epochs, meta = report(results, "rounds")
+    assert len(trials) == 10 and trials["trial_id"].is_unique and set(trials["outcome"]) == {"completed"}
+    assert sorted(zip(trials["config/batch_size"], trials["seed"], trials["round"])) == [
+        (b, s, 1 if s < 2 else 2) for b in (32, 64) for s in range(5)]
+    assert len(epochs) == 30 and not epochs.duplicated(["trial_id", "epoch"]).any()
+    assert set(epochs.loc[epochs["round"] == 2, "seed"]) == {2, 3, 4}
+    kept = epochs[epochs["round"] == 1].reset_index(drop=True)  # round 1's rows untouched
+    pd.testing.assert_frame_equal(kept[first_epochs.columns.drop("round")],
+                                  first_epochs.drop(columns="round").reset_index(drop=True))
+    assert [r["round"] for r in meta["rounds"]] == [1, 2] and "--extend" in meta["rounds"][1]["command"]
+    assert all(trials["checkpoint"].str.startswith(("experiment/", "experiment-round2/")))
+
+    # Round 3: an edited grid (a new batch size): only its 5 seeds are new.
+    study.write_text(study.read_text().replace("[32, 64]", "[32, 64, 128]"))
+    third = hpo_run(study, *common, "--extend", "--set", "seeds=5")
+    assert "round 3: 5 new trials beside the 10 of rounds 1-2" in third.stdout, third.stdout
+    trials, epochs, meta = report(results, "rounds")
+    assert sorted(zip(trials["config/batch_size"], trials["round"])).count((128, 3)) == 5 and len(trials) == 15
+
+    # The analysis pools the seeds of every round: n is 3, and Games-Howell's p equals one computed here.
+    from analysis.load import load
+    from analysis.tables import config_table
+
+    table = config_table(load(results / "rounds"))
+    assert sorted(table["n"]) == [5, 5, 5]
+    best, other = (trials.loc[trials["config/batch_size"] == table["batch_size"][i], "best_val_acc"].to_numpy()
+                   for i in (0, 1))
+    if np.var(best, ddof=1) + np.var(other, ddof=1) > 0:
+        assert table["p_value"][1] == pytest.approx(games_howell_pair(best, other, k=3), rel=1e-6)
+    assert (results / "rounds" / "report" / "report.html").exists()
+    assert "3 rounds" in (results / "rounds" / "report" / "report.md").read_text()
+
+
+def games_howell_pair(a, b, k: int) -> float:
+    """Games-Howell's p for two of k groups, by its formula (Welch's standard error and degrees of freedom,
+    the studentized range distribution)."""
+    va, vb = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    q = abs(np.mean(a) - np.mean(b)) / np.sqrt((va + vb) / 2)
+    return float(scipy_stats.studentized_range.sf(q, k, df))
+
+
+def finished_study(folder: Path, study, trials: list[dict], ended="2026-12-05T12:00:00+00:00") -> None:
+    """A study folder as a finished round 1 leaves it: study.json, trials.csv, Ray's params.json per trial."""
+    report_dir = folder / "report"
+    report_dir.mkdir(parents=True)
+    record = {"study": study.to_json(), "smoke": False, "ended": ended, "command": "python -m hpo.run s.py",
+              "data": {"dataset": study.dataset, "train_images": 300, "test_images": 100}}
+    (report_dir / "study.json").write_text(json.dumps(record, default=str))
+    pd.DataFrame([{"trial_id": f"t{i}", "outcome": t.pop("outcome", "completed")} for i, t in enumerate(trials)]
+                 ).to_csv(report_dir / "trials.csv", index=False)
+    for i, config in enumerate(trials):
+        (folder / "experiment" / f"train_{i}").mkdir(parents=True)
+        (folder / "experiment" / f"train_{i}" / "params.json").write_text(json.dumps(config))
+
+
+def test_an_extension_trains_only_what_no_round_has(tmp_path):
+    from ray import tune
+
+    from hpo import HpoError, Study
+    from hpo.rounds import plan_extension
+
+    def record(study):
+        return {"study": json.loads(json.dumps(study.to_json(), default=str)), "smoke": False,
+                "data": {"dataset": "mnist", "train_images": 300, "test_images": 100}}
+
+    grid = Study(name="g", dataset="mnist", model="lenet5", seeds=2,
+                 space={"lr": tune.grid_search([0.1, 0.01]), "momentum": 0.9})
+    finished_study(tmp_path / "g", grid, [{"lr": lr, "momentum": 0.9, "seed": s} for lr in (0.1, 0.01)
+                                          for s in (0, 1)])
+    wider = Study(name="g", dataset="mnist", model="lenet5", seeds=3,
+                  space={"lr": tune.grid_search([0.1, 0.01, 0.001]), "momentum": 0.9})
+    extension = plan_extension(wider, str(tmp_path / "g"), record(wider))
+    assert extension.number == 2 and extension.earlier_trials == 4
+    assert sorted((c["lr"], c["seed"]) for c in extension.points) == sorted(
+        [(0.1, 2), (0.01, 2), (0.001, 0), (0.001, 1), (0.001, 2)])
+    with pytest.raises(HpoError, match="nothing to add"):
+        plan_extension(grid, str(tmp_path / "g"), record(grid))
+    with pytest.raises(HpoError, match=r"epochs was 10, now 3.*another name"):
+        longer = Study(name="g", dataset="mnist", model="lenet5", seeds=3, epochs=3, space=grid.space)
+        plan_extension(longer, str(tmp_path / "g"), record(longer))
+    changed_data = {**record(wider), "data": {"train_images": 600}}
+    with pytest.raises(HpoError, match="train images were 300, now 600"):
+        plan_extension(wider, str(tmp_path / "g"), changed_data)
+
+    sampled = Study(name="s", dataset="mnist", model="lenet5", search="optuna", num_samples=2,
+                    space={"lr": tune.loguniform(1e-3, 1e-1)})
+    finished_study(tmp_path / "s", sampled, [{"lr": 0.01}, {"lr": 0.02}])
+    with pytest.raises(HpoError, match="samples its configurations"):
+        plan_extension(sampled, str(tmp_path / "s"), record(sampled))
+
+    finished_study(tmp_path / "cut", grid, [{"lr": 0.1, "momentum": 0.9, "seed": 0, "outcome": "interrupted"}])
+    with pytest.raises(HpoError, match=r"round 1 .* is not finished \(1 of its trials.*: python -m hpo.run s.py --resume$"):
+        plan_extension(wider, str(tmp_path / "cut"), record(wider))
+    with pytest.raises(HpoError, match="no study 'g'.*Run it first"):
+        plan_extension(wider, str(tmp_path / "nothing"), record(wider))
+
+
+def test_study_json_without_rounds_is_one_round():
+    from hpo.rounds import experiment_name, rounds_of
+
+    assert experiment_name(1) == "experiment" and experiment_name(2) == "experiment-round2"
+    old = {"command": "python -m hpo.run s.py", "started": "t0", "ended": "t1", "study": {"name": "s"}}
+    assert rounds_of(old) == [{"round": 1, "command": "python -m hpo.run s.py", "set": None, "started": "t0",
+                               "ended": "t1", "study": {"name": "s"}}]
+    assert rounds_of({**old, "rounds": [{"round": 1}, {"round": 2}]})[-1]["round"] == 2
+    assert json.loads(json.dumps(rounds_of(old)))  # study.json holds it as JSON
