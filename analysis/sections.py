@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import figures, fmt, samples, stats, tables
+from analysis import advice, figures, fmt, samples, stats, tables
 from analysis.load import FINAL, StudyData
 from analysis.render import Section, Table, html_page, markdown, write_text, xlsx
 from analysis.tables import Skipped
@@ -35,7 +35,8 @@ def write_report(data: StudyData, log, live: bool = False, trust: bool = False) 
     if data.is_search:  # its top trials say more than configurations seen once each
         sections.append(_search_section(data, figure_dir, log))
     configs, pairwise = tables.config_tables(data)
-    sections += [_configs_section(data, configs, pairwise), _effects_section(data, configs, figure_dir, log),
+    sections += [_configs_section(data, configs, pairwise), _next_section(data, configs),
+                 _effects_section(data, configs, figure_dir, log),
                  _cost_section(data, figure_dir, log), _curves_section(data, figure_dir, log)]
     if not live:  # loading a checkpoint and the data takes seconds: the final report has them
         sections.append(_best_trial_section(data, figure_dir, log, trust))
@@ -225,6 +226,19 @@ def _configs_section(data: StudyData, table: pd.DataFrame, pairwise: pd.DataFram
                          f" above. Already adjusted for the number of pairs: below {stats.ALPHA} means they"
                          f" differ.{cut}", sheet="pairwise p-values", show=shown, rows=MAX_ROWS, p_values=True))
     return Section("Configurations", text, out)
+
+
+def _next_section(data: StudyData, table: pd.DataFrame) -> Section:
+    """What to run next, from the numbers above (analysis/advice.py); each piece with its reason."""
+    found = advice.advise(data, table, tables.power_summary(data, table))
+    if data.meta.get("smoke") or data.finished.empty:
+        return Section("What to run next")  # nothing: a smoke run's numbers say nothing
+    if not found:
+        return Section("What to run next", ["Nothing the numbers ask for: the runner-up is told apart from the best "
+                                            "(or is equally good), and no best value lies at the edge of what was "
+                                            "searched."])
+    text = [f"{i}. {a.reason}" + (f" `{a.command}`" if a.command else "") for i, a in enumerate(found, 1)]
+    return Section("What to run next", text)
 
 
 def _amount(data: StudyData, x: float) -> str:

@@ -36,12 +36,31 @@ def rounds_of(record: dict) -> list[dict]:
     return [{"round": 1, **{k: record.get(k) for k in ("command", "set", "started", "ended", "study")}}]
 
 
+RUN_FLAGS = ("--extend", "--resume", "--overwrite")
+
+
+def command_with(command: str, flag: str | None = None, sets: dict | None = None) -> str:
+    """A run's command (study.json's) turned into another: its --extend/--resume/--overwrite replaced by
+    `flag`, and `--set KEY=VALUE` for each of `sets` in place of the same key's earlier value."""
+    sets = sets or {}
+    words, kept = shlex.split(command), []
+    i = 0
+    while i < len(words):
+        if words[i] in RUN_FLAGS:
+            i += 1
+        elif words[i] == "--set" and i + 1 < len(words) and words[i + 1].partition("=")[0] in sets:
+            i += 2
+        else:
+            kept.append(words[i])
+            i += 1
+    at = next((i + 1 for i, w in enumerate(kept) if w.endswith(".py")), len(kept))  # after the study file
+    kept[at:at] = [flag] if flag else []
+    return shlex.join([*kept, *(a for key, value in sets.items() for a in ("--set", f"{key}={value}"))])
+
+
 def resume_command(command: str) -> str:
-    """The command that continues a run started with `command` (study.json's): --resume for --extend."""
-    words = shlex.split(command)
-    words = [w for w in words if w != "--extend"]
-    at = next((i + 1 for i, w in enumerate(words) if w.endswith(".py")), len(words))
-    return shlex.join([*words[:at], "--resume", *words[at:]])
+    """The command that continues a run started with `command` (its --extend becomes --resume)."""
+    return command_with(command, "--resume")
 
 
 @dataclass(frozen=True)

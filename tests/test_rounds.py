@@ -168,7 +168,7 @@ def test_an_extension_trains_only_what_no_round_has(tmp_path):
         plan_extension(sampled, str(tmp_path / "s"), record(sampled))
 
     finished_study(tmp_path / "cut", grid, [{"lr": 0.1, "momentum": 0.9, "seed": 0, "outcome": "interrupted"}])
-    with pytest.raises(HpoError, match=r"round 1 .* is not finished \(1 of its trials.*: python -m hpo.run s.py --resume$"):
+    with pytest.raises(HpoError, match=r"round 1 .* \(1 of its trials.*: python -m hpo.run s.py --resume$"):
         plan_extension(wider, str(tmp_path / "cut"), record(wider))
     with pytest.raises(HpoError, match="no study 'g'.*Run it first"):
         plan_extension(wider, str(tmp_path / "nothing"), record(wider))
@@ -183,3 +183,14 @@ def test_study_json_without_rounds_is_one_round():
                                "ended": "t1", "study": {"name": "s"}}]
     assert rounds_of({**old, "rounds": [{"round": 1}, {"round": 2}]})[-1]["round"] == 2
     assert json.loads(json.dumps(rounds_of(old)))  # study.json holds it as JSON
+
+
+def test_commands_for_the_next_round():
+    from hpo.rounds import command_with, resume_command
+
+    ran = "python -m hpo.run 'studies/my study.py' --extend --results r --set seeds=3 --set lr=0.1"
+    assert resume_command(ran) == "python -m hpo.run 'studies/my study.py' --resume --results r --set seeds=3 " \
+                                  "--set lr=0.1"
+    assert command_with(ran, "--extend", {"seeds": 8}) == ("python -m hpo.run 'studies/my study.py' --extend "
+                                                           "--results r --set lr=0.1 --set seeds=8")
+    assert command_with("python -m hpo.run s.py --overwrite", "--extend") == "python -m hpo.run s.py --extend"
