@@ -48,8 +48,14 @@ def _label(data: StudyData, row) -> str:
 
 
 def _grid(data: StudyData) -> bool:
-    """A study whose configurations are a grid (so `--extend` can add seeds and values)."""
+    """A study whose configurations are a grid (so `--extend` can add values)."""
     return data.search is not None and not data.search.samples
+
+
+def _extendable(data: StudyData) -> bool:
+    """A study `--extend` can add seeds and trials to: a grid, or a search that does not draw inside a grid."""
+    grid = any(isinstance(v, dict) and "grid_search" in v for v in (data.study.get("space") or {}).values())
+    return data.search is not None and (not data.search.samples or not grid)
 
 
 def _more_seeds(data: StudyData, table: pd.DataFrame, power: dict) -> list[Advice]:
@@ -64,7 +70,7 @@ def _more_seeds(data: StudyData, table: pd.DataFrame, power: dict) -> list[Advic
         return [Advice(f"{gap}: {more} seeds per configuration would be needed to separate them with "
                        f"{stats.POWER:.0%} power. A difference this small is rarely worth the compute: treat the "
                        "two as equally good.")]
-    if needed <= seeds or not _grid(data):
+    if needed <= seeds or not _extendable(data):
         return []  # the power for one pair says the seeds suffice (the test over all pairs is stricter)
     return [Advice(f"{gap}: {needed} seeds per configuration (now {seeds}) would separate them with "
                    f"{stats.POWER:.0%} power. This trains the missing seeds of every configuration and pools them "
@@ -162,8 +168,10 @@ def _search_progress(data: StudyData) -> list[Advice]:
                        f"{n - found - 1} after it did better: more trials of the same search are unlikely to help. "
                        "More seeds of the top configurations, or another space, would tell more.")]
     if found >= 3 * n / 4:
-        return [Advice(f"The search found its best late, in trial {found + 1} of {n}: it may still improve. Run it "
-                       f"again with more trials (e.g. `--set num_samples={2 * n}`) as a new study (another name).")]
+        more = 2 * int(data.study.get("num_samples") or n)
+        return [Advice(f"The search found its best late, in trial {found + 1} of {n}: it may still improve. This "
+                       f"continues the same search to {more} configurations, its sampler learning from every "
+                       "trial so far:", _command(data, {"num_samples": more}) if _extendable(data) else None)]
     return []
 
 

@@ -55,25 +55,27 @@ def seeded_space(study) -> dict:
     return space
 
 
-# -- searches: build(study, space, max_concurrent, journal) -> (search_alg, num_samples); may add "seed" to
-# space. `journal`: a file for Optuna's own record of the search (optuna-dashboard reads it).
-def _variant_generator(study, space: dict, max_concurrent, journal=None):
+# -- searches: build(study, space, max_concurrent, journal, seed) -> (search_alg, num_samples); may add "seed"
+# to space. `journal`: a file for Optuna's own record of the search (optuna-dashboard reads it); a search
+# that continues in it (an --extend round, hpo.rounds) finds its earlier trials there. `seed`: the sampler's
+# (an --extend round's own, or its first random draws would repeat the first round's).
+def _variant_generator(study, space: dict, max_concurrent, journal=None, seed: int = 0):
     """Ray's own variant generator: grids, and random samplers drawn num_samples times per grid point."""
     from ray.tune.search import BasicVariantGenerator
 
     space.update(seeded_space(study))
     # It takes the concurrency limit itself: Tune ignores max_concurrent_trials for a generator passed in.
-    return BasicVariantGenerator(random_state=0, max_concurrent=max_concurrent or 0), study.num_samples
+    return BasicVariantGenerator(random_state=seed, max_concurrent=max_concurrent or 0), study.num_samples
 
 
 def _optuna(sampler_name: str):
-    def build(study, space: dict, max_concurrent, journal=None):
+    def build(study, space: dict, max_concurrent, journal=None, seed: int = 0):
         import optuna
         from ray.tune.search import Repeater
         from ray.tune.search.optuna import OptunaSearch
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # its INFO lines would interleave our status
-        sampler = getattr(optuna.samplers, sampler_name)(seed=0)  # seeded: a study is reproducible
+        sampler = getattr(optuna.samplers, sampler_name)(seed=seed)  # seeded: a study is reproducible
         storage = None
         if journal:
             from optuna.storages import JournalStorage
@@ -90,10 +92,10 @@ def _optuna(sampler_name: str):
     return build
 
 
-def _random(study, space: dict, max_concurrent, journal=None):
+def _random(study, space: dict, max_concurrent, journal=None, seed: int = 0):
     if has_grid(space):  # random samplers inside a grid: Ray's generator draws them per grid point
-        return _variant_generator(study, space, max_concurrent)
-    return _optuna("RandomSampler")(study, space, max_concurrent, journal)
+        return _variant_generator(study, space, max_concurrent, seed=seed)
+    return _optuna("RandomSampler")(study, space, max_concurrent, journal, seed)
 
 
 SEARCHES: dict[str, Search] = {

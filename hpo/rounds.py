@@ -3,7 +3,9 @@
 Round 1 is the study as first run: Ray's experiment in <study>/experiment. Each `--extend` is a round of its
 own, a Ray experiment in <study>/experiment-round<N> (so a `--resume` of an interrupted round works as for
 any run), that trains only what no earlier round trained: the configurations x seeds of the (edited) study
-that no earlier trial has, given to Ray's own variant generator as its `points_to_evaluate`. The report
+that no earlier trial has, given to Ray's own variant generator as its `points_to_evaluate`; a search
+(Optuna's TPE or random sampler) also draws new configurations up to its `num_samples`, continuing the
+Optuna study in the study folder's journal (hpo.searchers.PointsFirst runs the fixed ones first). The report
 pools every round (trials.csv's and epochs.csv's `round` column, study.json's `rounds`), and the analysis
 compares configurations over all their seeds.
 """
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 
 from hpo import storage
 from hpo.errors import HpoError
+from hpo.registry import SEARCHES, has_grid
 from hpo.study import FINAL, Study
 
 # What makes pooled results incomparable: a change of any of these refuses --extend (another study).
@@ -65,11 +68,16 @@ def resume_command(command: str) -> str:
 
 @dataclass(frozen=True)
 class Extension:
-    """The round a --extend adds: its number and the configurations (each with its seed) it trains."""
+    """The round a --extend adds: its number, the configurations (each with its `seed`) it trains, and for
+    a sampled search the new configurations its searcher draws (each with every seed)."""
 
     number: int
     points: tuple[dict, ...]
     earlier_trials: int  # trials of the rounds before it
+    new_configs: int = 0
+
+    def trials(self, seeds: int) -> int:
+        return len(self.points) + self.new_configs * seeds
 
 
 def configurations(study: Study) -> list[dict]:
@@ -82,19 +90,25 @@ def configurations(study: Study) -> list[dict]:
     return [config for _, config in generate_variants(seeded_space(study))]
 
 
-def canonical(config: dict) -> str:
-    """A trial config as comparable text, as Ray's params.json holds it (JSON; other values as text)."""
-    return json.dumps({k: v for k, v in config.items() if not k.startswith("__")}, sort_keys=True, default=str)
+def seed_of(config: dict) -> int:
+    """A trial's seed: its `seed` key, or the repeat index Ray's Repeater gives it (hpo.study.trial_options)."""
+    return int(config.get("seed", config.get("__trial_index__", 0)))
 
 
-def trained(storage_path: str, rounds: int) -> list[str]:
-    """The configs (canonical) of every trial of rounds 1..`rounds`: Ray's params.json in each trial folder."""
+def configuration(config: dict) -> str:
+    """A trial config without its seed, as comparable text (JSON, as Ray's params.json holds it)."""
+    plain = {k: v for k, v in config.items() if k != "seed" and not k.startswith("__")}
+    return json.dumps(plain, sort_keys=True, default=str)
+
+
+def trained(storage_path: str, rounds: int) -> list[dict]:
+    """The configs of every trial of rounds 1..`rounds`: Ray's params.json in each trial folder."""
     found = []
     for number in range(1, rounds + 1):
         for trial_dir in storage.subfolders(f"{storage_path}/{experiment_name(number)}"):
             text = storage.read_text(f"{trial_dir}/params.json")
             if text:
-                found.append(canonical(json.loads(text)))
+                found.append(json.loads(text))
     return found
 
 
@@ -102,8 +116,6 @@ def plan_extension(study: Study, storage_path: str, record_now: dict) -> Extensi
     """What a --extend of the study in `storage_path` trains, or an HpoError (exit 2) that says why it
     cannot: no finished study there, a round not finished, a change that would mix two studies, a search
     this version cannot continue, nothing new to train. Reads the study folder; writes nothing."""
-    from hpo.registry import SEARCHES
-
     text = storage.read_text(f"{storage_path}/report/study.json")
     if text is None:
         raise HpoError(f"--extend: there is no study '{study.name}' in {storage_path} to extend (no "
@@ -136,17 +148,28 @@ def plan_extension(study: Study, storage_path: str, record_now: dict) -> Extensi
                        f"which differs in what makes them comparable: {'; '.join(differences)}. Extend it with "
                        "the same settings (only seeds, num_samples, the space and time_budget_min may change), "
                        "or give the new study another name.")
-    if SEARCHES[study.search].samples:
-        raise HpoError(f"--extend: study '{study.name}' samples its configurations (search={study.search!r}); "
-                       "this version extends grid studies only (more seeds, more grid values). Run the larger "
-                       "search as a new study (another name, or --overwrite).")
-    done = set(trained(storage_path, last))
-    points = tuple(c for c in configurations(study) if canonical(c) not in done)
-    if not points:
+    earlier = trained(storage_path, last)
+    done = {(configuration(c), seed_of(c)) for c in earlier}
+    if not SEARCHES[study.search].samples:  # a grid: every configuration x seed it now has
+        points = tuple(c for c in configurations(study) if (configuration(c), seed_of(c)) not in done)
+        new_configs = 0
+    elif has_grid(study.space):
+        raise HpoError(f"--extend: study '{study.name}' draws random values inside a grid (search="
+                       f"{study.search!r} with tune.grid_search), which Ray's generator cannot continue. Run the "
+                       "larger study as a new study (another name, or --overwrite).")
+    else:  # a search: the missing seeds of the configurations it drew, and new ones up to num_samples
+        drawn = {configuration(c): {k: v for k, v in c.items() if k != "seed" and not k.startswith("__")}
+                 for c in earlier}
+        points = tuple({**config, "seed": seed} for key, config in drawn.items() for seed in range(study.seeds)
+                       if (key, seed) not in done)
+        new_configs = max(0, study.num_samples - len(drawn))
+    if not points and not new_configs:
+        more = (f"seeds={study.seeds + 2}, or add grid values to the space" if not SEARCHES[study.search].samples
+                else f"num_samples={study.num_samples * 2} (the total number of configurations), or "
+                     f"seeds={study.seeds + 2}")
         raise HpoError(f"--extend: nothing to add: rounds 1-{last} of study '{study.name}' trained every "
-                       f"configuration with seeds 0-{study.seeds - 1}. Ask for more, e.g. --set "
-                       f"seeds={study.seeds + 2}, or add grid values to the space.")
-    return Extension(number=last + 1, points=points, earlier_trials=len(done))
+                       f"configuration with seeds 0-{study.seeds - 1}. Ask for more, e.g. --set {more}.")
+    return Extension(number=last + 1, points=points, earlier_trials=len(earlier), new_configs=new_configs)
 
 
 def _unfinished_trials(storage_path: str) -> int:

@@ -103,8 +103,9 @@ def parse_args(argv=None) -> RunOptions:
     p.add_argument("--resume", action="store_true", help="continue an interrupted study (Tuner.restore)")
     p.add_argument("--overwrite", action="store_true", help="delete the study's earlier results first")
     p.add_argument("--extend", action="store_true",
-                   help="a finished grid study: train what it lacks after --set seeds=N or new grid values, "
-                        "in the same folder, and pool everything in one report (docs/running.md)")
+                   help="a finished study: train what it lacks after --set seeds=N, --set num_samples=N (a "
+                        "search continues) or new grid values, in the same folder, and pool everything in one "
+                        "report (docs/running.md)")
     p.add_argument("--address", help="join a running Ray cluster (e.g. 127.0.0.1:6379 or auto)")
     p.add_argument("--storage", help="shared storage for a cluster: a path every node sees, or s3://...")
     p.add_argument("--gpus-per-trial", type=float,
@@ -172,6 +173,7 @@ class Plan:
     slots: int | None = None  # trials that fit at once (set by execute once Ray runs: trial_slots)
     round: int = 1  # the study's rounds: 1, then one more per --extend (hpo.rounds)
     points: tuple[dict, ...] = ()  # a --extend round: the configurations (with seed) it trains
+    new_configs: int = 0  # and the new configurations its search draws (hpo.rounds.Extension)
     earlier_trials: int = 0  # trials of the rounds before this one
     round_trials: int | None = None  # the trials of a round after the first (None: the study's)
 
@@ -313,7 +315,8 @@ def with_round(p: Plan) -> Plan:
         record = json.loads(json.dumps(p.record(), default=str))  # as study.json holds it
         extension = rounds.plan_extension(p.study, p.storage_path, record)
         return dataclasses.replace(p, round=extension.number, points=extension.points,
-                                   earlier_trials=extension.earlier_trials, round_trials=len(extension.points))
+                                   new_configs=extension.new_configs, earlier_trials=extension.earlier_trials,
+                                   round_trials=extension.trials(p.study.seeds))
     if options.resume:
         try:
             record = json.loads(storage.read_text(f"{p.storage_path}/report/study.json") or "{}")
@@ -471,12 +474,11 @@ def build_tuner(p: Plan, trainable, callbacks=()):
     # restore a search that points at a file it does not have.
     journal = None if storage.is_uri(p.storage_path) else p.study_dir / "optuna.journal"
     p.study_dir.mkdir(parents=True, exist_ok=True)
-    search_alg, num_samples = SEARCHES[study.search].build(study, space, options.max_concurrent, journal=journal)
-    if p.points:  # a --extend round: exactly these configurations, each one trial (hpo.rounds)
-        from ray.tune.search import BasicVariantGenerator
-        search_alg = BasicVariantGenerator(points_to_evaluate=[dict(c) for c in p.points], random_state=0,
-                                           max_concurrent=options.max_concurrent or 0)
-        num_samples = len(p.points)
+    search_alg, num_samples = SEARCHES[study.search].build(
+        dataclasses.replace(study, num_samples=max(1, p.new_configs)) if p.round > 1 else study, space,
+        options.max_concurrent, journal=journal, seed=p.round - 1)
+    if p.round > 1:
+        search_alg, num_samples = extension_search(p, space, search_alg, num_samples)
     # Ray Tune gives a searcher other than its own variant generator ONE pending trial at a time unless
     # max_concurrent_trials is set (tune_controller._get_max_pending_trials): new trials then start one
     # actor start-up apart and most slots stay idle (an H100 with 16 slots ran 1.7-4.3 trials at once).
@@ -501,6 +503,26 @@ def build_tuner(p: Plan, trainable, callbacks=()):
                                   time_budget_s=study.time_budget_min and study.time_budget_min * 60,
                                   reuse_actors=True)
     return tune.Tuner(trainable, param_space=space, tune_config=tune_config, run_config=run_config)
+
+
+def extension_search(p: Plan, space: dict, search_alg, num_samples: int):
+    """An --extend round's search (hpo.rounds): its fixed configurations (more seeds of earlier ones, new grid
+    points), each one trial, then for a search the new configurations it draws (`search_alg`, which continues
+    the Optuna study in the journal)."""
+    from ray import tune
+    from ray.tune.search import BasicVariantGenerator
+
+    from hpo.searchers import PointsFirst
+
+    points = [dict(c) for c in p.points]
+    if not p.new_configs:
+        if "seed" not in space:  # a search's space has no seed key for the points to set
+            space["seed"] = tune.grid_search(sorted({c["seed"] for c in points}))
+        return (BasicVariantGenerator(points_to_evaluate=points, random_state=0,
+                                      max_concurrent=p.options.max_concurrent or 0), len(points))
+    if not points:
+        return search_alg, num_samples
+    return PointsFirst(search_alg, points), len(points) + num_samples
 
 
 def report_writer(p: Plan):

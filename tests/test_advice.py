@@ -15,11 +15,12 @@ from analysis.tables import config_table, power_summary
 from test_analysis import trial, write_study
 
 
-def study_with(folder: Path, trials: list, varied: list[str], space: dict, **kw) -> Path:
+def study_with(folder: Path, trials: list, varied: list[str], space: dict, fields: dict | None = None,
+               **kw) -> Path:
     write_study(folder, trials, varied=varied, **kw)
     record = folder / "report" / "study.json"
     meta = json.loads(record.read_text())
-    meta["study"]["space"] = space
+    meta["study"].update(space=space, **(fields or {}))
     record.write_text(json.dumps(meta))
     return folder
 
@@ -74,12 +75,13 @@ def test_a_search_that_stopped_improving_or_still_improves(tmp_path):
         accs[best_at] = 0.95
         trials = [trial(f"t_{i:05d}", {"lr": 0.001 * (i + 1)}, 0, acc, epochs=3) for i, acc in enumerate(accs)]
         return advice_of(study_with(tmp_path / name, trials, ["lr"], search="optuna",
-                                    space={"lr": {"uniform": [0.0, 1.0]}}))
+                                    space={"lr": {"uniform": [0.0, 1.0]}}, fields={"num_samples": 8, "seeds": 1}))
 
     early = [a.reason for a in search("early", 1) if "search found" in a.reason]
     assert early == [early[0]] and "trial 2 of its 8" in early[0] and "none of the 6 after it" in early[0]
-    late = [a.reason for a in search("late", 7) if "search found" in a.reason]
-    assert late == [late[0]] and "late, in trial 8 of 8" in late[0] and "num_samples=16" in late[0]
+    (late,) = [a for a in search("late", 7) if "search found" in a.reason]
+    assert "late, in trial 8 of 8" in late.reason
+    assert late.command == "python -m hpo.run studies/late.py --extend --set num_samples=16"
     assert not [a for a in search("middle", 4) if "search found" in a.reason]
 
 

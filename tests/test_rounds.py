@@ -164,8 +164,20 @@ def test_an_extension_trains_only_what_no_round_has(tmp_path):
     sampled = Study(name="s", dataset="mnist", model="lenet5", search="optuna", num_samples=2,
                     space={"lr": tune.loguniform(1e-3, 1e-1)})
     finished_study(tmp_path / "s", sampled, [{"lr": 0.01}, {"lr": 0.02}])
-    with pytest.raises(HpoError, match="samples its configurations"):
+    with pytest.raises(HpoError, match="nothing to add.*num_samples=4"):
         plan_extension(sampled, str(tmp_path / "s"), record(sampled))
+    more = Study(name="s", dataset="mnist", model="lenet5", search="optuna", num_samples=5, seeds=2,
+                 space={"lr": tune.loguniform(1e-3, 1e-1)})
+    extension = plan_extension(more, str(tmp_path / "s"), record(more))
+    # seed 1 of the two drawn configurations (seed 0 ran: Ray's Repeater was not used with seeds=1), then 3
+    # new configurations with 2 seeds each
+    assert sorted((c["lr"], c["seed"]) for c in extension.points) == [(0.01, 1), (0.02, 1)]
+    assert extension.new_configs == 3 and extension.trials(seeds=2) == 8
+    inside_grid = Study(name="s", dataset="mnist", model="lenet5", search="random", num_samples=3,
+                        space={"lr": tune.loguniform(1e-3, 1e-1), "momentum": tune.grid_search([0.5, 0.9])})
+    finished_study(tmp_path / "rg", inside_grid, [{"lr": 0.01, "momentum": 0.5}, {"lr": 0.02, "momentum": 0.9}])
+    with pytest.raises(HpoError, match="random values inside a grid"):
+        plan_extension(inside_grid, str(tmp_path / "rg"), record(inside_grid))
 
     finished_study(tmp_path / "cut", grid, [{"lr": 0.1, "momentum": 0.9, "seed": 0, "outcome": "interrupted"}])
     with pytest.raises(HpoError, match=r"round 1 .* \(1 of its trials.*: python -m hpo.run s.py --resume$"):
@@ -194,3 +206,38 @@ def test_commands_for_the_next_round():
     assert command_with(ran, "--extend", {"seeds": 8}) == ("python -m hpo.run 'studies/my study.py' --extend "
                                                            "--results r --set lr=0.1 --set seeds=8")
     assert command_with("python -m hpo.run s.py --overwrite", "--extend") == "python -m hpo.run s.py --extend"
+
+
+@pytest.mark.slow
+def test_extend_continues_an_optuna_search_and_adds_seeds(tmp_path, fake_mnist_dir):
+    """6 TPE trials, then --extend to 9 configurations with 2 seeds each: seed 1 of the 6 (fixed points) and 3
+    new configurations (2 seeds each) that Optuna's TPE suggests from the same study in the journal."""
+    import optuna
+
+    study = write_study(tmp_path, """
+        study = Study(name="tpe", dataset="mnist", model="mnist_cnn", search="optuna", num_samples=6,
+                      space={"lr": tune.loguniform(1e-3, 1e-1), "momentum": 0.5}, epochs=2)
+    """)
+    results = tmp_path / "results"
+    common = ["--results", results, "--data-dir", fake_mnist_dir, "--no-analysis", "--max-concurrent", 1]
+    hpo_run(study, *common)
+    out = hpo_run(study, *common, "--extend", "--set", "num_samples=9", "--set", "seeds=2")
+    assert "round 2: 12 new trials beside the 6 of rounds 1-1" in out.stdout, out.stdout
+
+    trials, epochs, meta = report(results, "tpe")
+    assert len(trials) == 18 and trials["trial_id"].is_unique and set(trials["outcome"]) == {"completed"}
+    per_config = trials.groupby("config/lr")["seed"].apply(sorted)
+    assert len(per_config) == 9 and all(seeds == [0, 1] for seeds in per_config), per_config
+    first = set(trials.loc[trials["round"] == 1, "config/lr"])
+    assert set(trials.loc[(trials["round"] == 2) & (trials["seed"] == 1), "config/lr"]) >= first
+
+    journal = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(results / "tpe" / "optuna.journal")))
+    (summary,) = optuna.get_all_study_summaries(journal)  # one Optuna study for both rounds
+    ot_trials = optuna.load_study(study_name=summary.study_name, storage=journal).get_trials()
+    assert [t.number for t in ot_trials] == list(range(9))  # the fixed points are not Optuna's
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in ot_trials)
+    # The 7th suggestion was drawn from the study that held the first six, finished.
+    assert max(t.datetime_complete for t in ot_trials[:6]) <= ot_trials[6].datetime_start
+    assert {round(t.params["lr"], 12) for t in ot_trials[:6]} == {round(v, 12) for v in first}
+    assert not {round(t.params["lr"], 12) for t in ot_trials[6:]} & {round(v, 12) for v in first}
