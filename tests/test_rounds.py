@@ -154,6 +154,11 @@ def test_an_extension_trains_only_what_no_round_has(tmp_path):
         [(0.1, 2), (0.01, 2), (0.001, 0), (0.001, 1), (0.001, 2)])
     with pytest.raises(HpoError, match="nothing to add"):
         plan_extension(grid, str(tmp_path / "g"), record(grid))
+    one_seed = Study(name="one", dataset="mnist", model="lenet5", space={"lr": tune.grid_search([0.1, 0.01])})
+    finished_study(tmp_path / "one", one_seed, [{"lr": 0.1}, {"lr": 0.01}])  # seeds=1: no seed key in the config
+    two_seeds = Study(name="one", dataset="mnist", model="lenet5", seeds=2, space=one_seed.space)
+    extension = plan_extension(two_seeds, str(tmp_path / "one"), record(two_seeds))
+    assert sorted((c["lr"], c["seed"]) for c in extension.points) == [(0.01, 1), (0.1, 1)]
     with pytest.raises(HpoError, match=r"epochs was 10, now 3.*another name"):
         longer = Study(name="g", dataset="mnist", model="lenet5", seeds=3, epochs=3, space=grid.space)
         plan_extension(longer, str(tmp_path / "g"), record(longer))
