@@ -37,10 +37,11 @@ class StudyData:
     trials: pd.DataFrame  # trials.csv, with `outcome` filled in
     epochs: pd.DataFrame  # epochs.csv (empty when absent)
     notes: list[str] = field(default_factory=list)  # what the report should say it could not do
+    report_folder: Path | None = None  # where the report goes, when not dir/report (a comparison's --out)
 
     @property
     def report_dir(self) -> Path:
-        return self.dir / "report"
+        return self.report_folder or self.dir / "report"
 
     @property
     def study(self) -> dict:

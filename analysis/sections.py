@@ -32,6 +32,8 @@ def write_report(data: StudyData, log, live: bool = False, trust: bool = False) 
     for old in figure_dir.glob("*.png"):  # a figure this run skips must not linger from an earlier one
         old.unlink()
     sections = [_trials_section(data, figure_dir, log)]
+    if data.meta.get("compared"):
+        sections.append(_compared_section(data))
     if data.is_search:  # its top trials say more than configurations seen once each
         sections.append(_search_section(data, figure_dir, log))
     configs, pairwise = tables.config_tables(data)
@@ -44,7 +46,7 @@ def write_report(data: StudyData, log, live: bool = False, trust: bool = False) 
     sections.append(_definition_section(data))
     sections = [s for s in sections if s.paragraphs or s.tables or s.figures]
 
-    title = f"Study {data.name}"
+    title = f"Comparison: {data.name}" if data.meta.get("compared") else f"Study {data.name}"
     if live:
         sections.insert(0, Section("Running", [_live_banner(data)], [], []))
     write_text(out / "report.md", markdown(title, sections))
@@ -97,6 +99,8 @@ def _definition_section(data: StudyData) -> Section:
     rows += [(f"space: {k}", _space_value(v)) for k, v in (s.get("space") or {}).items()]
     rows += [("study file", meta.get("study_file")), ("command", meta.get("command"))]
     rows += [(f"round {r['round']} command", r.get("command")) for r in (meta.get("rounds") or [])[:-1]]
+    rows += [(f"{c['study']}: folder and command", f"{c['folder']}: {c.get('command')}")
+             for c in meta.get("compared") or []]
     rows += [("started", meta.get("started")),
              ("ended", meta.get("ended") or "not yet: the study is running or was interrupted")]
     rows += [(f"version: {k}", v) for k, v in (meta.get("versions") or {}).items()]
@@ -228,8 +232,26 @@ def _configs_section(data: StudyData, table: pd.DataFrame, pairwise: pd.DataFram
     return Section("Configurations", text, out)
 
 
+def _compared_section(data: StudyData) -> Section:
+    """A comparison's studies, and what differs between them beyond their configurations."""
+    compared = pd.DataFrame(data.meta["compared"])
+    counts = data.trials.groupby("config/study").size()
+    compared["trials"] = compared["study"].map(counts).fillna(0).astype(int)
+    text = [f"{len(compared)} studies, each configuration of each study a row of the tables below (the key `study`"
+            " first): the same tests compare every configuration with every other, across studies too."]
+    differences = data.meta.get("differences") or []
+    if differences:
+        text.append("Note: the studies differ in what can explain a difference between them, not only in their"
+                    " configurations: " + "; ".join(differences) + ".")
+    else:
+        text.append("They share dataset, model, epochs, seeds, search, data, hardware and package versions.")
+    return Section("Studies compared", text, [Table("Studies compared", compared, sheet="studies")])
+
+
 def _next_section(data: StudyData, table: pd.DataFrame) -> Section:
     """What to run next, from the numbers above (analysis/advice.py); each piece with its reason."""
+    if data.meta.get("compared"):  # its commands would be each study's: each study's own report has them
+        return Section("What to run next")
     found = advice.advise(data, table, tables.power_summary(data, table))
     if data.meta.get("smoke") or data.finished.empty:
         return Section("What to run next")  # nothing: a smoke run's numbers say nothing

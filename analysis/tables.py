@@ -211,6 +211,9 @@ def trial_times(data: StudyData) -> pd.DataFrame:
     """The trials of the latest round that started, first started first: trial_id, outcome, started_s, ended_s
     (seconds since the run began) and `open` (no end recorded: running, or stopped with the run; it ends at
     the latest time in the table)."""
+    if data.meta.get("compared"):
+        raise Skipped("No trial timeline in a comparison: each study ran on its own clock (each study's own"
+                      " report has its timeline).")
     t = data.trials
     if "round" in t:  # each --extend round is a run of its own, with its own clock: the latest one
         t = t[t["round"] == t["round"].max()]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
+from test_analysis import CHROMIUM, chromium
 from test_run import ROOT, hpo_run, report, write_study
 
 GRID = """
@@ -38,6 +40,7 @@ def test_extend_adds_seeds_and_grid_values_and_pools_every_round(tmp_path, fake_
     hpo_run(study, *common, "--no-analysis")
     first, first_epochs, _ = report(results, "rounds")
     assert len(first) == 4 and set(first["round"]) == {1}
+    shutil.copytree(results / "rounds", tmp_path / "round1" / "rounds")  # compared with the pooled study below
 
     # Refused before Ray starts, naming the difference; nothing written.
     before = files(results)
@@ -107,6 +110,18 @@ def test_extend_adds_seeds_and_grid_values_and_pools_every_round(tmp_path, fake_
         assert table["p_value"][1] == pytest.approx(games_howell_pair(best, other, k=3), rel=1e-6)
     assert (results / "rounds" / "report" / "report.html").exists()
     assert "3 rounds" in (results / "rounds" / "report" / "report.md").read_text()
+
+    # The pooled study beside its first round, in one comparison report, rendered by a browser.
+    from analysis.__main__ import main as analysis_main
+
+    assert analysis_main([str(results / "rounds"), str(tmp_path / "round1" / "rounds"), "--out",
+                          str(tmp_path / "compared")]) == 0
+    compared = (tmp_path / "compared" / "report.md").read_text()
+    assert "# Comparison: rounds (results) vs rounds (round1)" in compared
+    assert "| rounds (round1) | 32 | 2 |" in compared  # round 1 alone had 2 seeds of batch size 32
+    if CHROMIUM.exists():
+        dom = chromium(["--dump-dom", (tmp_path / "compared" / "report.html").as_uri()], tmp_path)
+        assert dom.returncode == 0 and "Studies compared" in dom.stdout and dom.stdout.count("<table") >= 4
 
 
 def games_howell_pair(a, b, k: int) -> float:
