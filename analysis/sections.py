@@ -368,13 +368,12 @@ def _search_section(data: StudyData, figure_dir: Path, log) -> Section:
             "Note: ASHA stops weak trials at its rungs, and a stopped trial's numbers come from fewer epochs than"
             " a finished one's: its metric is not comparable with theirs. The top trials below are therefore"
             " ranked by the epochs they reached (the highest rung first), then by the metric.")
-        learns = ("TPE learns from those early values as if they were final, which favours configurations that"
-                  " learn fast over those that end best" if data.search.learns else
-                  "the random sampler does not learn from values, but Optuna's own record of the best trial does"
-                  " not tell early values from final ones")
-        section.paragraphs.append(
-            "Note: Ray passes a trial that ASHA stopped to Optuna (through OptunaSearch) with its last value, as if"
-            f" it had finished: {learns}.")
+        learns = ("TPE ranks it by its last value, below every completed trial, instead of taking an early value"
+                  " for a final one" if data.search.learns else "the random sampler does not learn from values")
+        told = (f"Optuna is told that a trial ASHA stopped was PRUNED, with its value at each epoch it ran: {learns}."
+                if isinstance(data.study.get("metric"), str) else
+                "A multi-objective search is told a stopped trial's last values as if it had finished.")
+        section.paragraphs.append(f"Note: {told}")
     ranked = "the epochs reached (ASHA's rung, the highest first), then " if asha else ""
     section.tables.append(Table(f"Top {tables.TOP_K} trials", tables.top_trials(data),
                                 f"by {ranked}{data.target} ({data.mode}).", sheet="top trials"))

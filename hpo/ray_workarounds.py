@@ -1,6 +1,7 @@
 """Where hpo reaches into Ray beyond its public API: each function names the Ray behaviour it works
 around and is tested against the Ray that pyproject.toml pins (an upper bound, so a new Ray is a
-deliberate upgrade that runs these tests first)."""
+deliberate upgrade that runs these tests first). One more lives with the searchers:
+hpo.searchers.PrunedWhenStopped reads OptunaSearch's private trial records."""
 
 from __future__ import annotations
 

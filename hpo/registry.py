@@ -72,7 +72,8 @@ def _optuna(sampler_name: str):
     def build(study, space: dict, max_concurrent, journal=None, seed: int = 0):
         import optuna
         from ray.tune.search import Repeater
-        from ray.tune.search.optuna import OptunaSearch
+
+        from hpo.searchers import PrunedWhenStopped
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # its INFO lines would interleave our status
         sampler = getattr(optuna.samplers, sampler_name)(seed=seed)  # seeded: a study is reproducible
@@ -82,8 +83,9 @@ def _optuna(sampler_name: str):
             from optuna.storages.journal import JournalFileBackend
             storage = JournalStorage(JournalFileBackend(str(journal)))
         objectives = {"metric": study.metric, "mode": study.mode} if isinstance(study.metric, list) else {}
-        search_alg = OptunaSearch(sampler=sampler, storage=storage, study_name=study.name if journal else None,
-                                  **objectives)
+        # Ray's OptunaSearch, with trials that ASHA or the time budget stopped told to Optuna as PRUNED.
+        search_alg = PrunedWhenStopped(sampler=sampler, storage=storage, study_name=study.name if journal else None,
+                                       epochs=study.epochs, **objectives)
         num_samples = study.num_samples
         if study.seeds > 1:  # every sampled configuration is run `seeds` times, seed = repeat index
             search_alg = Repeater(search_alg, repeat=study.seeds, set_index=True)

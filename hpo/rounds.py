@@ -66,6 +66,20 @@ def resume_command(command: str) -> str:
     return command_with(command, "--resume")
 
 
+def latest_round(storage_path: str) -> tuple[int, int, int | None]:
+    """The latest round of the study in `storage_path` (what a --resume continues): its number, the trials
+    planned in the rounds before it, and its own planned trials (None: unknown, or round 1)."""
+    try:
+        record = json.loads(storage.read_text(f"{storage_path}/report/study.json") or "{}")
+    except ValueError:
+        return 1, 0, None  # hpo.studydir.check_resumable says what is wrong with it
+    latest = rounds_of(record)[-1] if record else {"round": 1}
+    if latest["round"] == 1:
+        return 1, 0, None
+    planned = latest.get("planned_trials")
+    return latest["round"], int(record.get("planned_trials") or 0) - int(planned or 0), planned
+
+
 @dataclass(frozen=True)
 class Extension:
     """The round a --extend adds: its number, the configurations (each with its `seed`) it trains, and for

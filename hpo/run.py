@@ -318,16 +318,9 @@ def with_round(p: Plan) -> Plan:
                                    new_configs=extension.new_configs, earlier_trials=extension.earlier_trials,
                                    round_trials=extension.trials(p.study.seeds))
     if options.resume:
-        try:
-            record = json.loads(storage.read_text(f"{p.storage_path}/report/study.json") or "{}")
-        except ValueError:
-            record = {}  # check_resumable says what is wrong with it
-        latest = rounds.rounds_of(record)[-1] if record else {"round": 1}
-        if latest["round"] == 1:
-            return p
-        earlier = int(record.get("planned_trials") or 0) - int(latest.get("planned_trials") or 0)
-        return dataclasses.replace(p, round=latest["round"], earlier_trials=earlier,
-                                   round_trials=latest.get("planned_trials"))
+        number, earlier, planned = rounds.latest_round(p.storage_path)
+        if number > 1:
+            return dataclasses.replace(p, round=number, earlier_trials=earlier, round_trials=planned)
     return p
 
 

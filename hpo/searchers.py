@@ -1,10 +1,42 @@
-"""A Ray Tune searcher wrapper for --extend rounds of a sampled search (hpo/rounds.py). Imported only once
-Ray runs (hpo.run.build_tuner): it subclasses Ray's Searcher."""
+"""Searchers of Ray Tune's kind made for hpo: Optuna told the truth about stopped trials, and the fixed
+points first of an --extend round (hpo/rounds.py). Imported only once Ray runs (hpo.registry's builders,
+hpo.run.build_tuner): they subclass Ray's."""
 
 from __future__ import annotations
 
+from ray.tune.search.optuna import OptunaSearch
 from ray.tune.search.searcher import Searcher
 from ray.tune.search.util import _set_search_properties_backwards_compatible
+
+
+class PrunedWhenStopped(OptunaSearch):
+    """Ray's OptunaSearch, except that a trial stopped before its last epoch (by ASHA at a rung, or by the
+    study's time budget) is told to Optuna as PRUNED instead of COMPLETE with its last value. Optuna's TPE
+    ranks a pruned trial by the last intermediate value it reported (its per-epoch values reach Optuna
+    through on_trial_result), below every completed trial, instead of taking an early accuracy for the
+    final one; the journal and optuna-dashboard show it as pruned. A failed trial stays FAIL and a finished
+    one COMPLETE, as Ray tells them. Multi-objective studies keep Ray's behaviour (Optuna prunes only
+    single-objective trials). Reads OptunaSearch's own trial records (`_ot_trials`, `_ot_study`,
+    `_completed_trials`: private, verified with Ray 2.60; hpo/ray_workarounds.py lists it)."""
+
+    def __init__(self, *args, epochs: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.epochs = epochs
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        from optuna.trial import TrialState
+
+        known = trial_id in self._ot_trials and trial_id not in self._completed_trials
+        single = not isinstance(self.metric, list)
+        if known and single and not error and result and "training_iteration" in result:
+            # The result a scheduler stops a trial on reaches the searcher here only, not through
+            # on_trial_result: its epoch's value is an intermediate value like the others.
+            self._ot_trials[trial_id].report(result[self.metric], result["training_iteration"])
+        reached = (result or {}).get("training_iteration", self.epochs)
+        if error or not result or not single or reached >= self.epochs or not known:
+            return super().on_trial_complete(trial_id, result=result, error=error)
+        self._ot_study.tell(self._ot_trials[trial_id], state=TrialState.PRUNED)
+        self._completed_trials.add(trial_id)
 
 
 class PointsFirst(Searcher):

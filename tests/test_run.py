@@ -86,6 +86,22 @@ def test_optuna_asha_study_stops_some_trials_early(tmp_path, fake_mnist_dir):
     assert trials["config/lr"].nunique() == 8  # Optuna sampled a different lr for each trial
     assert len(epochs) == trials["epochs_run"].sum()
 
+    # Optuna was told the truth: the trials ASHA stopped are PRUNED (with their per-epoch values), the
+    # others COMPLETE with their final value (hpo.searchers.PrunedWhenStopped).
+    import optuna
+
+    journal = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "results" / "tpe" / "optuna.journal")))
+    ot_trials = optuna.load_study(study_name="tpe", storage=journal).get_trials()
+    states = {round(t.params["lr"], 12): t for t in ot_trials}
+    for _, row in trials.iterrows():
+        ot = states[round(row["config/lr"], 12)]
+        stopped = row["outcome"] == "stopped_early"
+        assert ot.state == (optuna.trial.TrialState.PRUNED if stopped else optuna.trial.TrialState.COMPLETE)
+        assert sorted(ot.intermediate_values) == list(range(1, int(row["epochs_run"]) + 1))
+        if not stopped:
+            assert ot.value == pytest.approx(row["final_val_loss"])
+
 
 def test_resume_after_killed_driver_finishes_without_rerunning(tmp_path, fake_mnist_dir):
     study = write_study(tmp_path, """

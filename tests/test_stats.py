@@ -271,12 +271,12 @@ def test_asha_top_trials_rank_by_rung_then_metric(tmp_path):
     folder = write_study(tmp_path / "asha", asha_trials(), varied=["lr"], search="optuna", scheduler="asha")
     assert top_trials(load(folder))["trial_id"].tolist() == ["steady", "slowest", "mid", "fast"]
     md = (analyse(folder, log=lambda _: None) / "report.md").read_text()
-    assert "Ray passes a trial that ASHA stopped to Optuna" in md and "as if it had finished" in md
+    assert "Optuna is told that a trial ASHA stopped was PRUNED" in md and "below every completed trial" in md
     assert "the highest rung first" in md
     # Without ASHA, the metric alone ranks.
     fifo = write_study(tmp_path / "fifo", asha_trials(), varied=["lr"], search="optuna", scheduler="fifo")
     assert top_trials(load(fifo))["trial_id"].tolist() == ["fast", "mid", "steady", "slowest"]
-    assert "Ray passes a trial" not in (analyse(fifo, log=lambda _: None) / "report.md").read_text()
+    assert "was PRUNED" not in (analyse(fifo, log=lambda _: None) / "report.md").read_text()
 
 
 def test_importance_of_a_key_only_some_trials_set(tmp_path):
