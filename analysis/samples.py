@@ -11,6 +11,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 
 from analysis import fmt
 from analysis.figures import save
@@ -53,7 +54,8 @@ def load_best(data: StudyData, trust: bool = False):
         from hpo.data import load_data, pixel_permutation
         from hpo.checkpoints import load_model
 
-        model, config = load_model(folder, trust)
+        seed = best.get("seed")
+        model, config = load_model(folder, trust, None if pd.isna(seed) else int(seed))
         data_ = load_data(config["dataset"], data_dir=config.get("data_dir"), max_eval=64)
         info, test = data_.info, data_.test  # every dataset form (hpo.data.dataset_info): its classes, mean, std
         permutation = pixel_permutation(info.size * info.size) if config.get("permute_pixels") else None

@@ -102,10 +102,10 @@ def latest(trial_dir) -> Path | None:
     return found[-1] if found else None
 
 
-def load_model(folder, trust: bool = False):
+def load_model(folder, trust: bool = False, seed: int | None = None):
     """The model of a checkpoint folder, or of a trial folder's newest checkpoint (eval mode, CPU), and its
-    full config (with dataset, model, data_dir). A study-file model class is unpickled only with `trust`
-    (else UntrustedCode)."""
+    full config (with dataset, model, data_dir); of a seed group's checkpoint, the model of `seed` (default:
+    its first). A study-file model class is unpickled only with `trust` (else UntrustedCode)."""
     from hpo.data import dataset_info
     from hpo.models import trial_model
     from hpo.study import RunSettings, trial_options
@@ -117,6 +117,12 @@ def load_model(folder, trust: bool = False):
             raise HpoError(f"No checkpoint in {folder}: the trial never finished an epoch.")
         folder = newest
     state = load_study_code(folder, load_state(folder), trust)
+    if "members" in state:  # a seed group (hpo.trainable.SeedGroup): one model per seed
+        if seed is None:
+            seed = min(state["members"])
+        if seed not in state["members"]:
+            raise HpoError(f"{folder / STATE_FILE} holds seeds {sorted(state['members'])} of its group, not {seed}.")
+        state = {**state, **state["members"][seed], "config": {**state["config"], "seed": seed}}
     settings = RunSettings(**state["settings"])
     keys, model_options = trial_options(state["config"])
     info = dataset_info(settings.dataset, settings.data_dir, read=False)  # shape and classes

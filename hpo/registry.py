@@ -46,11 +46,16 @@ class Scheduler(Choice):
 
 
 def seeded_space(study) -> dict:
-    """The space Ray's variant generator runs: the study's, with a grid over `seed` for seeds > 1."""
+    """The space Ray Tune runs: the study's, with its seeds for seeds > 1: a grid over `seed` (one trial per
+    seed), or the list of seeds a seed group trains (hpo.study.Study.seed_grouped)."""
     from ray import tune
 
+    from hpo.study import GROUP_KEY
+
     space = dict(study.space)
-    if study.seeds > 1 and "seed" not in space:
+    if study.seed_grouped:
+        space[GROUP_KEY] = list(range(study.seeds))
+    elif study.seeds > 1 and "seed" not in space:
         space["seed"] = tune.grid_search(list(range(study.seeds)))
     return space
 
@@ -74,6 +79,7 @@ def _optuna(sampler_name: str):
         from ray.tune.search import Repeater
 
         from hpo.searchers import PrunedWhenStopped
+        from hpo.study import GROUP_KEY
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # its INFO lines would interleave our status
         sampler = getattr(optuna.samplers, sampler_name)(seed=seed)  # seeded: a study is reproducible
@@ -87,7 +93,9 @@ def _optuna(sampler_name: str):
         search_alg = PrunedWhenStopped(sampler=sampler, storage=storage, study_name=study.name if journal else None,
                                        epochs=study.epochs, **objectives)
         num_samples = study.num_samples
-        if study.seeds > 1:  # every sampled configuration is run `seeds` times, seed = repeat index
+        if study.seed_grouped:  # each trial trains every seed (hpo.trainable.SeedGroup)
+            space[GROUP_KEY] = list(range(study.seeds))
+        elif study.seeds > 1:  # each sampled configuration `seeds` times, seed = the repeat's index
             search_alg = Repeater(search_alg, repeat=study.seeds, set_index=True)
             num_samples *= study.seeds
         return search_alg, num_samples

@@ -19,7 +19,7 @@ import pandas as pd
 from ray import tune
 
 from hpo import storage
-from hpo.study import FINAL, METRICS, OUTCOMES, Study
+from hpo.study import FINAL, GROUP_KEY, METRICS, OUTCOMES, Study
 
 HIGHER_IS_BETTER = {m: m.endswith("_acc") or m == "samples_per_s" for m in METRICS}
 
@@ -129,6 +129,21 @@ def earlier_rows(csv_file: Path, this_round: int) -> pd.DataFrame:
     if "round" not in table:
         table.insert(1, "round", 1)
     return table[table["round"] < this_round]
+
+
+def seed_runs(trial, epochs: dict[int, dict]) -> list[tuple]:
+    """(trial, row id, seed, its epochs, group) for each seed a Ray trial trained: one for a lone trial
+    (its own id, no group), one per seed for a seed group (hpo.trainable.SeedGroup: "<trial id>_s<seed>",
+    the group's id, that seed's own metrics of each epoch over the group's shared keys: node, note)."""
+    seeds = trial.config.get(GROUP_KEY)
+    if not seeds:
+        return [(trial, trial.trial_id, trial.config.get("seed", trial.config.get("__trial_index__", 0)), epochs, "")]
+    runs = []
+    for seed in seeds:
+        own = {e: {**{k: v for k, v in r.items() if k not in ("seeds", "diverged")}, **r["seeds"][str(seed)]}
+               for e, r in epochs.items() if str(seed) in (r.get("seeds") or {})}
+        runs.append((trial, f"{trial.trial_id}_s{seed}", seed, own, trial.trial_id))
+    return runs
 
 
 def as_text_in_spreadsheets(value):
@@ -290,12 +305,12 @@ class ReportWriter(tune.Callback):
     def tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         trial_rows, epoch_rows = [], []
         experiment = Path(self.experiment_path).name
-        for trial in sorted(self.trials, key=lambda t: t.trial_id):  # one order, also after --resume
-            epochs = self.history.get(trial.trial_id, {})
+        runs = [run for trial in sorted(self.trials, key=lambda t: t.trial_id)  # one order, also after --resume
+                for run in seed_runs(trial, self.history.get(trial.trial_id, {}))]
+        for trial, row_id, seed, epochs, group in runs:
             config = self.config_columns(trial.config)
-            seed = trial.config.get("seed", trial.config.get("__trial_index__", 0))
-            row = {"trial_id": trial.trial_id, "round": self.round, "status": trial.status,
-                   "outcome": self.final.get(trial.trial_id) or outcome(
+            row = {"trial_id": row_id, "round": self.round, "group": group, "status": trial.status,
+                   "outcome": self.final.get(row_id) or outcome(
                        trial, epochs, self.study, completed=trial.trial_id in self.completed),
                    **config, "seed": seed,
                    "epochs_run": len(epochs)}
@@ -323,7 +338,7 @@ class ReportWriter(tune.Callback):
             trial_rows.append(row)
             for e in sorted(epochs):
                 result = epochs[e]
-                epoch_rows.append({"trial_id": trial.trial_id, "round": self.round, "seed": seed, **config,
+                epoch_rows.append({"trial_id": row_id, "round": self.round, "group": group, "seed": seed, **config,
                                    "epoch": e, **{m: result.get(m, math.nan) for m in METRICS}})
         earlier_trials, earlier_epochs = self.earlier
         return (pd.concat([earlier_trials, pd.DataFrame(trial_rows)], ignore_index=True),

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from hpo import storage
 from hpo.errors import HpoError
 from hpo.registry import SEARCHES, has_grid
-from hpo.study import FINAL, Study
+from hpo.study import FINAL, GROUP_KEY, Study
 
 # What makes pooled results incomparable: a change of any of these refuses --extend (another study).
 FIXED_FIELDS = ("dataset", "model", "epochs", "metric", "mode", "search", "scheduler", "grace_period",
@@ -96,12 +96,14 @@ class Extension:
 
 def configurations(study: Study) -> list[dict]:
     """Every configuration x seed of a grid study, resolved by Ray's own variant generator (grids, and
-    values that follow a grid key, as `hpo.variants` makes them)."""
+    values that follow a grid key, as `hpo.variants` makes them); a seed group's seeds one by one."""
     from ray.tune.search.variant_generator import generate_variants
 
     from hpo.registry import seeded_space
 
-    return [config for _, config in generate_variants(seeded_space(study))]
+    configs = [config for _, config in generate_variants(seeded_space(study))]
+    return [{**{k: v for k, v in c.items() if k != GROUP_KEY}, "seed": seed} if GROUP_KEY in c else c
+            for c in configs for seed in (c.get(GROUP_KEY) or [None])]
 
 
 def seed_of(config: dict) -> int:
@@ -116,13 +118,15 @@ def configuration(config: dict) -> str:
 
 
 def trained(storage_path: str, rounds: int) -> list[dict]:
-    """The configs of every trial of rounds 1..`rounds`: Ray's params.json in each trial folder."""
+    """The configs of every trial of rounds 1..`rounds`, one per seed: Ray's params.json in each trial folder."""
     found = []
     for number in range(1, rounds + 1):
         for trial_dir in storage.subfolders(f"{storage_path}/{experiment_name(number)}"):
             text = storage.read_text(f"{trial_dir}/params.json")
             if text:
-                found.append(json.loads(text))
+                config = json.loads(text)
+                seeds = config.pop(GROUP_KEY, None)  # a seed group trained each of its seeds
+                found += [{**config, "seed": seed} for seed in seeds] if seeds else [config]
     return found
 
 

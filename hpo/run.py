@@ -30,7 +30,7 @@ from pathlib import Path
 from hpo import env, storage, studydir
 from hpo.errors import HpoError
 from hpo.rounds import experiment_name
-from hpo.study import (FINAL, SMOKE_EPOCHS, SMOKE_EVAL, SMOKE_FLOPS, SMOKE_TRAIN, SMOKE_TRIALS,
+from hpo.study import (FINAL, GROUP_KEY, SMOKE_EPOCHS, SMOKE_EVAL, SMOKE_FLOPS, SMOKE_TRAIN, SMOKE_TRIALS,
                        TRAINABLE_KEYS, RunSettings, Study, parse_overrides, possible_values)
 
 
@@ -183,8 +183,17 @@ class Plan:
 
     @property
     def planned_trials(self) -> int:
-        """The trials this run will have."""
+        """The trials this run will have, one per configuration and seed (the report's rows)."""
         return self.study.num_trials() if self.round_trials is None else self.round_trials
+
+    @property
+    def ray_trials(self) -> int:
+        """Ray Tune's trials of this run: fewer than planned_trials where seeds train as groups."""
+        if self.round == 1:
+            return self.study.ray_trials()
+        if self.points or self.new_configs:
+            return len(self.points) + self.new_configs * (1 if self.study.seed_grouped else self.study.seeds)
+        return self.planned_trials
 
     @property
     def lock_path(self) -> Path:
@@ -507,15 +516,17 @@ def extension_search(p: Plan, space: dict, search_alg, num_samples: int):
 
     from hpo.searchers import PointsFirst
 
-    points = [dict(c) for c in p.points]
+    points = [dict(c) for c in p.points]  # each one seed, never a seed group
     if not p.new_configs:
+        space.pop(GROUP_KEY, None)
         if "seed" not in space:  # a search's space has no seed key for the points to set
             space["seed"] = tune.grid_search(sorted({c["seed"] for c in points}))
         return (BasicVariantGenerator(points_to_evaluate=points, random_state=0,
                                       max_concurrent=p.options.max_concurrent or 0), len(points))
     if not points:
         return search_alg, num_samples
-    return PointsFirst(search_alg, points), len(points) + num_samples
+    ungrouped = [{**c, GROUP_KEY: None} for c in points]  # the space's seed group, overridden
+    return PointsFirst(search_alg, ungrouped), len(points) + num_samples
 
 
 def report_writer(p: Plan):
@@ -600,7 +611,7 @@ def execute(p: Plan) -> int:
         writer = report_writer(p)
         from hpo.progress import ProgressView
         live = [LiveReport(p.study_dir, options.live_report_s)] if options.analysis and options.live_report_s else []
-        progress = ProgressView(study, verbose=options.verbose, planned=p.planned_trials)
+        progress = ProgressView(study, verbose=options.verbose, planned=p.ray_trials)
         from hpo.diskspace import DiskWatch, disk_full
         disk = DiskWatch(p.study_dir, Path(p.experiment_path)) if not storage.is_uri(p.storage_path) else None
         tuner = build_tuner(p, tune_trainable, [writer, progress, *live, *trackers, *([disk] if disk else [])])

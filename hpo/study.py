@@ -39,6 +39,8 @@ FINAL = OUTCOMES[:4]  # what a resumed study never runs again: the finished and 
 # Reported by the trainable every epoch (docs/report-format.md).
 METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
            "epoch_time_s", "samples_per_s", "lr")
+# A trial config key: the seeds one Ray trial trains as a seed group (hpo.trainable.SeedGroup).
+GROUP_KEY = "__seeds__"
 
 
 def _number(v):
@@ -281,6 +283,8 @@ class Study:
     grace_period: int = 1          # ASHA: epochs every trial runs before it can be stopped
     reduction_factor: int = 3      # ASHA: 1/reduction_factor of trials survive each rung
     time_budget_min: float | None = None  # stop the whole study after this many minutes (Ray's time_budget_s)
+    seed_groups: bool | None = None  # a configuration's seeds as one Ray trial; None: where something judges
+    #                                  configurations (ASHA, a search), not for a grid with FIFO (seed_grouped)
     description: str = ""          # filled from the study file's docstring when empty
 
     def __post_init__(self):
@@ -322,6 +326,8 @@ class Study:
                           f"got {type(self.space).__name__}.")
         self._check_variants()
         self._check_normalization()
+        if self.seed_groups not in (None, True, False):
+            fail("seed_groups", f"must be True, False or None (automatic); got {self.seed_groups!r}.")
 
         from hpo.models import check_model_name, model_options
 
@@ -502,6 +508,22 @@ class Study:
             rungs.add(epoch)
             epoch *= self.reduction_factor
         return rungs
+
+    @property
+    def seed_grouped(self) -> bool:
+        """Whether a configuration's seeds train as one Ray trial (a seed group), so that ASHA's rungs and the
+        search compare configurations by their seed mean: by default where a scheduler stops trials or a
+        search samples configurations; a grid with FIFO keeps one trial per seed (every trial runs to its
+        end, and separate trials pack the machine's slots better)."""
+        if self.seeds <= 1:
+            return False
+        if self.seed_groups is not None:
+            return self.seed_groups
+        return SCHEDULERS[self.scheduler].stops_early or SEARCHES[self.search].samples
+
+    def ray_trials(self) -> int:
+        """Ray Tune's trials: num_trials, or one per configuration where seeds train as a group."""
+        return self.num_trials() // self.seeds if self.seed_grouped else self.num_trials()
 
     def num_trials(self) -> int:
         # a grid's points, and random search's samples drawn per grid point; a grid-less search has one

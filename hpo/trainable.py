@@ -28,7 +28,7 @@ from hpo import checkpoints
 from hpo.data import Split, load_data, pixel_permutation, pixel_transforms
 from hpo.errors import HpoError
 from hpo.registry import OPTIMIZERS
-from hpo.study import METRICS, RunSettings, parse_overrides, trial_options
+from hpo.study import GROUP_KEY, METRICS, RunSettings, parse_overrides, trial_options
 
 
 def make_optimizer(name: str, params, lr, momentum: float, weight_decay: float, fused: bool | None = None,
@@ -42,7 +42,8 @@ def make_optimizer(name: str, params, lr, momentum: float, weight_decay: float, 
 class Trial:
     """Data, model and optimizer of one trial, built from its config."""
 
-    def __init__(self, config: dict, settings: RunSettings, device: str | None = None):
+    def __init__(self, config: dict, settings: RunSettings, device: str | None = None, data=None):
+        """`data`: the splits another trial of the same data keys read (a seed group shares them)."""
         from hpo.models import trial_model
 
         self.config, self.settings = dict(config), settings
@@ -51,9 +52,9 @@ class Trial:
         k = self.keys
         torch.manual_seed(k["seed"])
         self.generator = torch.Generator(device=self.device).manual_seed(k["seed"])
-        self.data = load_data(settings.dataset, data_dir=settings.data_dir, val_fraction=k["val_fraction"],
-                              device=self.device, max_train=settings.max_train, max_eval=settings.max_eval,
-                              normalize=k["normalize"])
+        self.data = data if data is not None else load_data(
+            settings.dataset, data_dir=settings.data_dir, val_fraction=k["val_fraction"], device=self.device,
+            max_train=settings.max_train, max_eval=settings.max_eval, normalize=k["normalize"])
         info = self.data.info  # every dataset form: built-in, torchvision:, folder:, npz: (hpo.data)
         self.permutation = (pixel_permutation(info.size * info.size, device=self.device)
                             if k["permute_pixels"] else None)
@@ -352,6 +353,98 @@ def train_epochs(config: dict, settings: RunSettings, state: dict | None = None,
             return
 
 
+def _rng_state(device: torch.device) -> tuple:
+    return torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+
+def _set_rng_state(state: tuple, device: torch.device) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
+
+
+class SeedGroup:
+    """One configuration trained with several seeds in one Ray trial (a seed group: hpo.study's
+    `seed_groups`). Every epoch each seed's own model, optimizer, data order and torch random state train
+    one epoch, exactly as a lone trial with that seed (train_epochs) would: bitwise the same on a CPU. The
+    data is read once and shared (nothing in it is random per seed). A seed whose loss diverges is dropped
+    after its epoch; the others go on."""
+
+    def __init__(self, config: dict, settings: RunSettings, seeds, device: str | None = None):
+        self.config, self.settings = dict(config), settings
+        self.members: dict[int, Trial] = {}
+        self.rng: dict[int, tuple] = {}  # each seed's torch random state (dropout draws from it)
+        data = None
+        for seed in seeds:
+            trial = Trial({**config, "seed": int(seed)}, settings, device, data=data)
+            data = trial.data
+            self.members[int(seed)] = trial
+            self.rng[int(seed)] = _rng_state(trial.device)  # as a lone trial has it once built
+
+    @property
+    def epoch(self) -> int:
+        return min((t.epoch for t in self.members.values()), default=self.settings.epochs)
+
+    def run_epoch(self) -> dict[int, dict]:
+        """Every seed's metrics of one more epoch; the diverged ones leave the group."""
+        results = {}
+        for seed, trial in self.members.items():
+            _set_rng_state(self.rng[seed], trial.device)
+            results[seed] = trial.run_epoch()
+            self.rng[seed] = _rng_state(trial.device)
+        for seed, metrics in results.items():
+            if metrics.get("diverged"):
+                del self.members[seed], self.rng[seed]
+        return results
+
+    def state(self) -> dict:
+        members = {}
+        for seed, trial in self.members.items():
+            state = {k: v for k, v in trial.state().items() if k not in ("config", "settings")}
+            members[seed] = {**state, "torch_rng": self.rng[seed][0]}
+        return {"epoch": self.epoch, "config": self.config, "settings": asdict(self.settings), "members": members}
+
+    def load_state(self, state: dict) -> None:
+        for seed in list(self.members):
+            if seed in state["members"]:
+                self.members[seed].load_state(state["members"][seed])
+                self.rng[seed] = _rng_state(self.members[seed].device)
+            else:  # dropped (diverged) before the checkpoint
+                del self.members[seed], self.rng[seed]
+
+    def params(self) -> int:
+        return next(iter(self.members.values())).params()
+
+
+def train_group(config: dict, settings: RunSettings, seeds, state: dict | None = None,
+                device: str | None = None) -> Iterator[tuple[dict[int, dict], SeedGroup]]:
+    """Yield ({seed: metrics}, group) after every epoch of a seed group, until its last epoch or until
+    every seed has diverged."""
+    group = SeedGroup(config, settings, seeds, device)
+    if state is not None:
+        group.load_state(state)
+    params = group.params()
+    while group.members and group.epoch < settings.epochs:
+        results = group.run_epoch()
+        for metrics in results.values():
+            metrics["params"] = params
+        yield results, group
+
+
+def group_result(results: dict[int, dict]) -> dict:
+    """What a seed group reports to Ray Tune: every metric's mean over the seeds that trained this epoch
+    (ASHA and the searcher judge a configuration by it), and each seed's own metrics under "seeds" (the
+    report's rows: hpo.report)."""
+    import numpy as np
+
+    first = next(iter(results.values()))
+    mean = {m: float(np.nanmean([r[m] for r in results.values()])) if any(math.isfinite(r[m])
+            for r in results.values()) else math.nan for m in METRICS}
+    return {**mean, "epoch": first["epoch"], "params": first["params"], "step": first["step"],
+            "layout": first["layout"], "seeds": {str(s): r for s, r in results.items()},
+            **({"diverged": True} if all(r.get("diverged") for r in results.values()) else {})}
+
+
 def out_of_memory(error: BaseException) -> bool:
     # PyTorch's CPU allocator raises a plain RuntimeError; CUDA raises OutOfMemoryError.
     return (isinstance(error, (torch.OutOfMemoryError, MemoryError))
@@ -367,8 +460,12 @@ def tune_trainable(config: dict, settings: RunSettings) -> None:
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             state, note = checkpoints.load_newest_readable(d)
+    seeds = config.get(GROUP_KEY)
     try:
-        for metrics, trial in train_epochs(config, settings, state):
+        runs = train_group(config, settings, seeds, state) if seeds else train_epochs(config, settings, state)
+        for metrics, trial in runs:
+            if seeds:
+                metrics = group_result(metrics)
             metrics["node"] = _node_id()
             if note:  # the damaged-checkpoint fallback: trials.csv's `note` (workers' stderr goes nowhere)
                 metrics["note"], note = note, ""

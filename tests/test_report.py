@@ -92,3 +92,37 @@ def test_report_writer_on_a_hand_made_sequence_of_events(tmp_path):
     assert table["config/lr"].dtype == float
     epochs = pd.read_csv(tmp_path / "w" / "report" / "epochs.csv")
     assert len(epochs) == 8 and sorted(epochs[epochs["trial_id"] == "a"]["epoch"]) == [1, 2, 3, 4]
+
+
+def test_a_seed_group_is_a_row_per_seed(tmp_path):
+    """A seed group's results (hpo.trainable.group_result) become one row per seed, each from its own
+    metrics, named by the group; a seed that diverged ends as diverged while the others complete."""
+    import pandas as pd
+
+    from hpo.report import ReportWriter
+
+    study = Study(name="g", dataset="mnist", model="fc2", space={"lr": tune.loguniform(1e-3, 1e-1)},
+                  search="optuna", num_samples=1, seeds=3, epochs=2)
+    writer = ReportWriter(study, tmp_path / "g", str(tmp_path / "g" / "experiment"), {"slots": 1})
+    writer.setup()
+    group = SimpleNamespace(trial_id="grp", status="RUNNING", config={"lr": 0.01, "__seeds__": [0, 1, 2]},
+                            last_result=None, error_file=None)
+    writer.on_trial_start(0, [group], group)
+    for epoch in (1, 2):
+        seeds = {str(s): {"epoch": epoch, "val_acc": 0.5 + s / 10 + epoch / 100, "train_loss": 1.0}
+                 for s in (0, 1, 2) if epoch == 1 or s != 1}
+        if epoch == 1:
+            seeds["1"].update(train_loss=float("nan"), diverged=True)
+        group.last_result = {"epoch": epoch, "val_acc": 0.6, "seeds": seeds, "node": "n1"}
+        writer.on_trial_result(0, [group], group, group.last_result)
+    group.status = "TERMINATED"
+    writer.on_trial_complete(0, [group], group)
+
+    table = pd.read_csv(tmp_path / "g" / "report" / "trials.csv").set_index("trial_id")
+    assert table["outcome"].to_dict() == {"grp_s0": "completed", "grp_s1": "diverged", "grp_s2": "completed"}
+    assert table["seed"].to_dict() == {"grp_s0": 0, "grp_s1": 1, "grp_s2": 2} and set(table["group"]) == {"grp"}
+    assert table["epochs_run"].to_dict() == {"grp_s0": 2, "grp_s1": 1, "grp_s2": 2}
+    assert table.loc["grp_s2", "best_val_acc"] == pytest.approx(0.72) and (table["node"] == "n1").all()
+    assert "config/__seeds__" not in table and "diverged" in table.loc["grp_s1", "error"]
+    epochs = pd.read_csv(tmp_path / "g" / "report" / "epochs.csv")
+    assert len(epochs) == 5 and set(epochs["group"]) == {"grp"}

@@ -261,3 +261,17 @@ def test_extend_continues_an_optuna_search_and_adds_seeds(tmp_path, fake_mnist_d
     assert max(t.datetime_complete for t in ot_trials[:6]) <= ot_trials[6].datetime_start
     assert {round(t.params["lr"], 12) for t in ot_trials[:6]} == {round(v, 12) for v in first}
     assert not {round(t.params["lr"], 12) for t in ot_trials[6:]} & {round(v, 12) for v in first}
+
+
+def test_a_grid_of_seed_groups_extends_seed_by_seed():
+    from ray import tune
+
+    from hpo import Study
+    from hpo.rounds import configurations
+
+    grouped = Study(name="g", dataset="mnist", model="lenet5", scheduler="asha", epochs=4, seeds=2,
+                    space={"lr": tune.grid_search([0.1, 0.01])})
+    assert grouped.seed_grouped and grouped.ray_trials() == 2 and grouped.num_trials() == 4
+    assert sorted((c["lr"], c["seed"]) for c in configurations(grouped)) == [(0.01, 0), (0.01, 1), (0.1, 0),
+                                                                             (0.1, 1)]
+    assert all("__seeds__" not in c for c in configurations(grouped))

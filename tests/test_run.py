@@ -171,11 +171,12 @@ def test_ctrl_c_stops_cleanly_with_a_report_and_the_resume_command(tmp_path, fak
 
 
 def test_seeds_repeat_each_sampled_configuration(tmp_path, fake_mnist_dir):
-    """Random/Optuna studies with seeds=N run every sampled configuration N times (Ray's Repeater)."""
+    """With seed_groups=False, random/Optuna studies with seeds=N run every sampled configuration as N trials
+    (Ray's Repeater)."""
     study = write_study(tmp_path, """
         study = Study(name="repeats", dataset="mnist", model="mnist_cnn",
                       space={"lr": tune.loguniform(1e-3, 1e-1), "momentum": 0.5},
-                      epochs=1, search="optuna", num_samples=2, seeds=2)
+                      epochs=1, search="optuna", num_samples=2, seeds=2, seed_groups=False)
     """)
     out = hpo_run(study, "--results", tmp_path / "results", "--data-dir", fake_mnist_dir, "--no-analysis",
                   "--verbose").stdout
@@ -186,6 +187,46 @@ def test_seeds_repeat_each_sampled_configuration(tmp_path, fake_mnist_dir):
     by_lr = trials.groupby("config/lr")["seed"].apply(sorted).tolist()
     assert by_lr == [[0, 1], [0, 1]]  # two configurations, each with seeds 0 and 1
     assert (trials["config/momentum"] == 0.5).all()
+
+
+def test_asha_and_optuna_judge_a_configuration_by_its_seed_mean(tmp_path, fake_mnist_dir):
+    """seeds=2 with Optuna and ASHA: each configuration is one Ray trial training both seeds (a seed group), so
+    ASHA stops or keeps both seeds together and Optuna is told one value per configuration; the report keeps
+    a row per seed, named by its group."""
+    import optuna
+
+    study = write_study(tmp_path, """
+        study = Study(name="groups", dataset="mnist", model="lenet5",
+                      space={"lr": tune.loguniform(1e-4, 1e-1), "optimizer": tune.choice(["sgd", "adam"])},
+                      epochs=4, search="optuna", scheduler="asha", num_samples=6, seeds=2, reduction_factor=2,
+                      metric="val_loss", mode="min")
+    """)
+    out = hpo_run(study, "--results", tmp_path / "results", "--data-dir", fake_mnist_dir, "--no-analysis",
+                  "--max-concurrent", 2, "--verbose").stdout
+    assert set(re.findall(r"\[\d+/(\d+) trials done\]", out)) == {"6"}, out  # Ray's trials: one per configuration
+    trials, epochs, _ = report(tmp_path / "results", "groups")
+    assert len(trials) == 12 and trials["group"].nunique() == 6 and trials["trial_id"].is_unique
+    for group, rows in trials.groupby("group"):
+        assert sorted(rows["seed"]) == [0, 1] and rows["config/lr"].nunique() == 1
+        assert rows["epochs_run"].nunique() == 1 and rows["outcome"].nunique() == 1  # stopped or kept together
+        assert set(rows["trial_id"]) == {f"{group}_s0", f"{group}_s1"}
+    assert (trials["outcome"] == "stopped_early").any() and (trials["outcome"] == "completed").any()
+    assert len(epochs) == trials["epochs_run"].sum() and set(epochs["group"]) == set(trials["group"])
+    seed0, seed1 = (trials[trials["seed"] == s].set_index("group")["best_val_loss"] for s in (0, 1))
+    assert (seed0 != seed1).all()  # two seeds really trained
+
+    journal = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "results" / "groups" / "optuna.journal")))
+    ot_trials = optuna.load_study(study_name="groups", storage=journal).get_trials()
+    assert len(ot_trials) == 6  # one per configuration, not per seed
+    finals = trials.groupby("group").agg(lr=("config/lr", "first"), outcome=("outcome", "first"),
+                                         loss=("final_val_loss", "mean"))
+    for _, g in finals.iterrows():
+        (ot,) = [t for t in ot_trials if round(t.params["lr"], 12) == round(g["lr"], 12)]
+        if g["outcome"] == "completed":
+            assert ot.state == optuna.trial.TrialState.COMPLETE and ot.value == pytest.approx(g["loss"])
+        else:
+            assert ot.state == optuna.trial.TrialState.PRUNED
 
 
 def test_time_budget_ends_the_study_and_says_what_did_not_finish(tmp_path, fake_mnist_dir):

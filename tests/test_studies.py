@@ -89,6 +89,29 @@ def test_planned_trial_counts():
                  seeds=2).num_trials() == 10
 
 
+def test_where_seeds_train_as_one_trial():
+    """Seed groups where something judges configurations during the study (ASHA, a sampling search), one
+    trial per seed for a grid with FIFO; the study field overrides; Ray's trials count groups."""
+    from hpo import HpoError, Study
+    from ray import tune
+
+    grid = {"lr": tune.grid_search([0.01, 0.1])}
+    tpe = {"lr": tune.loguniform(1e-3, 1e-1)}
+
+    def study(**kw):
+        return Study(name="s", dataset="mnist", model="fc2", epochs=4, **kw)
+
+    assert not study(space=grid, seeds=3).seed_grouped and study(space=grid, seeds=3).ray_trials() == 6
+    assert study(space=grid, seeds=3, scheduler="asha").seed_grouped
+    assert study(space=grid, seeds=3, scheduler="asha").ray_trials() == 2
+    assert study(space=tpe, search="optuna", num_samples=5, seeds=2).ray_trials() == 5
+    assert study(space=grid, seeds=3, seed_groups=True).seed_grouped
+    assert not study(space=tpe, search="optuna", seeds=2, seed_groups=False).seed_grouped
+    assert not study(space=tpe, search="optuna", seeds=1).seed_grouped  # one seed: nothing to group
+    with pytest.raises(HpoError, match="seed_groups.*True, False or None"):
+        study(space=grid, seed_groups="yes")
+
+
 def test_variants_resolve_per_trial_in_ray_tune():
     from ray.tune.search.variant_generator import generate_variants
 

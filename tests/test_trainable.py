@@ -295,3 +295,63 @@ def test_a_finished_trial_is_freed_without_a_garbage_collection(fake_mnist_dir):
         assert model() is None
     finally:
         gc.enable()
+
+
+# ---------------------------------------------------------------- seed groups
+
+def test_a_seed_group_trains_each_seed_as_a_lone_trial_would(fake_mnist_dir):
+    """Three seeds in one group: per seed, the same losses and accuracies as a trial with that seed alone,
+    bit for bit (dropout draws from each seed's own torch random state, augment from its generator); a
+    checkpoint of the group resumes every seed exactly; the report's mean is over the seeds."""
+    import copy
+
+    from hpo.trainable import group_result, train_group
+
+    settings = RunSettings("mnist", "mnist_net", epochs=3, data_dir=str(fake_mnist_dir))
+    config = {"lr": 0.05, "momentum": 0.5, "batch_size": 32, "augment": True, "dropout": 0.5}
+    learned = ("train_loss", "train_acc", "val_loss", "val_acc", "test_acc")
+
+    def strip(m):
+        return [m[k] for k in learned]
+
+    alone = {s: [strip(m) for m, _ in train_epochs({**config, "seed": s}, settings, device="cpu")]
+             for s in (0, 1, 2)}
+    grouped = {s: [] for s in (0, 1, 2)}
+    for results, group in train_group(config, settings, [0, 1, 2], device="cpu"):
+        for s, m in results.items():
+            grouped[s].append(strip(m))
+        if group.epoch == 1:
+            state = copy.deepcopy(group.state())  # as saved: the live state_dict would train on
+            mean = group_result(results)
+    assert grouped == alone
+    assert alone[0] != alone[1]  # the seeds differ: the comparison means something
+    assert mean["val_acc"] == pytest.approx(sum(alone[s][0][3] for s in (0, 1, 2)) / 3)
+    assert set(mean["seeds"]) == {"0", "1", "2"} and mean["epoch"] == 1
+
+    resumed = {s: [] for s in (0, 1, 2)}
+    for results, _ in train_group(config, settings, [0, 1, 2], state=state, device="cpu"):
+        for s, m in results.items():
+            resumed[s].append(strip(m))
+    assert resumed == {s: alone[s][1:] for s in (0, 1, 2)}
+
+
+def test_a_diverged_seed_leaves_its_group_and_the_others_go_on(fake_mnist_dir, monkeypatch):
+    from hpo import trainable
+
+    settings = RunSettings("mnist", "fc2", epochs=3, data_dir=str(fake_mnist_dir))
+    original = trainable.Trial.run_epoch
+
+    def run_epoch(self):  # seed 1 diverges in its second epoch
+        metrics = original(self)
+        if self.keys["seed"] == 1 and self.epoch == 2:
+            metrics.update(train_loss=float("nan"), diverged=True)
+        return metrics
+
+    monkeypatch.setattr(trainable.Trial, "run_epoch", run_epoch)
+    epochs = [{s: m["epoch"] for s, m in results.items()}
+              for results, _ in trainable.train_group({"lr": 0.05}, settings, [0, 1, 2], device="cpu")]
+    assert epochs == [{0: 1, 1: 1, 2: 1}, {0: 2, 1: 2, 2: 2}, {0: 3, 2: 3}]
+    mean = trainable.group_result({1: {**dict.fromkeys(("train_loss",), float("nan")), "diverged": True,
+                                       **{m: 0.5 for m in trainable.METRICS if m != "train_loss"},
+                                       "epoch": 2, "params": 1, "step": "eager", "layout": "nchw"}})
+    assert mean["diverged"] and math.isnan(mean["train_loss"])
