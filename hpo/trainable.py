@@ -455,6 +455,9 @@ def tune_trainable(config: dict, settings: RunSettings) -> None:
     """The Ray Tune function trainable (see hpo.run.build_tuner)."""
     from ray import tune
 
+    share = gpu_share(tune.get_context().get_trial_resources().required_resources)
+    if share is not None and torch.cuda.is_available():
+        torch.cuda.set_per_process_memory_fraction(share)  # before this trial allocates anything
     checkpoint = tune.get_checkpoint()
     state, note = None, ""
     if checkpoint is not None:
@@ -479,13 +482,30 @@ def tune_trainable(config: dict, settings: RunSettings) -> None:
         epoch = state["epoch"] if state else 0
         error = " ".join(f"{type(e).__name__}: {e}".split())
         if out_of_memory(e):
-            error = f"out of memory: {e}".splitlines()[0]
+            error = out_of_memory_message(e, share)
         elif not _seen_before(error, epoch):
             raise
         else:
             error = f"the same error on a retry, at epoch {epoch + 1}: {error}"
         tune.report({**dict.fromkeys(METRICS, math.nan), "params": math.nan, "epoch": epoch, "error": error,
                      "node": _node_id()})
+
+
+def gpu_share(resources: dict) -> float | None:
+    """The fraction of one GPU a trial was given (--gpus-per-trial below 1), or None (no GPU, or whole ones).
+    The trial caps its CUDA memory at it, so that one large configuration cannot push the trials that
+    share its GPU into running out of memory."""
+    gpus = float(resources.get("GPU", 0) or 0)
+    return gpus if 0 < gpus < 1 else None
+
+
+def out_of_memory_message(error: BaseException, share: float | None) -> str:
+    """trials.csv's error for an out-of-memory trial: the first line of the error, and the cap it hit."""
+    message = f"out of memory: {error}".splitlines()[0]
+    if share is not None and isinstance(error, torch.OutOfMemoryError):
+        message += (f" (this trial may use {share:.0%} of its GPU's memory, its --gpus-per-trial {share:g}: "
+                    "a larger share, or a smaller batch or model, fits)")
+    return message
 
 
 def _seen_before(error: str, epoch: int) -> bool:

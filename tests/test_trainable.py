@@ -355,3 +355,18 @@ def test_a_diverged_seed_leaves_its_group_and_the_others_go_on(fake_mnist_dir, m
                                        **{m: 0.5 for m in trainable.METRICS if m != "train_loss"},
                                        "epoch": 2, "params": 1, "step": "eager", "layout": "nchw"}})
     assert mean["diverged"] and math.isnan(mean["train_loss"])
+
+
+def test_a_gpu_share_caps_the_trial_s_memory_and_names_the_cap():
+    """--gpus-per-trial 0.25: the trial caps its CUDA memory at 25% (torch.cuda.set_per_process_memory_fraction:
+    the call itself needs a GPU, which this machine lacks), and its out-of-memory error says so; whole GPUs
+    are not capped."""
+    from hpo.trainable import gpu_share, out_of_memory_message
+
+    assert gpu_share({"CPU": 1, "GPU": 0.25}) == 0.25
+    assert gpu_share({"CPU": 1, "GPU": 1}) is None and gpu_share({"CPU": 1}) is None
+    oom = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore detail")
+    assert out_of_memory_message(oom, 0.25) == (
+        "out of memory: CUDA out of memory. Tried to allocate 2.00 GiB (this trial may use 25% of its GPU's "
+        "memory, its --gpus-per-trial 0.25: a larger share, or a smaller batch or model, fits)")
+    assert out_of_memory_message(MemoryError("host"), 0.25) == "out of memory: host"
