@@ -18,7 +18,7 @@ from hpo import env
 env.keep_ray_on_loopback(None)
 
 HERE = Path(__file__).resolve().parent
-CPU_PARTS = ("data", "epoch", "threads", "overhead", "study", "slots")
+CPU_PARTS = ("data", "epoch", "threads", "overhead", "study", "slots", "seedgroups")
 ALL_PARTS = CPU_PARTS + ("gpu",)
 
 # name: (section, key path, target, higher is better, what it is)
@@ -48,6 +48,8 @@ FIGURES = {
                               "(--max-concurrent 0)"),
     "slot_study_speedup": ("cpu", ("slots", "study_speedup"), None, True,
                            "the same study's wall time, Ray Tune's default / every slot busy"),
+    "per_seed_speedup": ("cpu", ("seedgroups", "per_seed_speedup"), None, True,
+                         "grid x 3 seeds, FIFO, 2 slots: wall time as seed groups / as one trial per seed"),
     "gpu_loader_speedup": ("gpu", ("data", "loader_speedup"), 10.0, True,
                            "trainable's data path vs the write-ups' DataLoader loop, GPU (min of batch 64, 256)"),
     "gpu_step_speedup": ("gpu", ("graph", "gpu_step_speedup"), None, True,
@@ -96,6 +98,24 @@ def table(document: dict) -> str:
     return "\n".join(rows)
 
 
+def keep_unmeasured(document: dict, previous: dict) -> dict:
+    """A section or part not measured now keeps its last measurement; `part_dates` says when each part of
+    a section was measured (a section's own date and hardware are those of its latest run)."""
+    merged = dict(document)
+    for section in ("cpu", "gpu"):
+        old, new = previous.get(section) or {}, document.get(section)
+        if new is None:
+            if old:
+                merged[section] = old
+            continue
+        parts = [k for k in new if isinstance(new[k], dict) and k != "hardware"]
+        dates = {**{k: old.get("date") for k in old if isinstance(old[k], dict) and k != "hardware"},
+                 **(old.get("part_dates") or {}), **{k: new.get("date") for k in parts}}
+        kept = {k: v for k, v in old.items() if k not in new and k != "part_dates"}
+        merged[section] = {**kept, **new, "part_dates": dates}
+    return merged
+
+
 def run_parts(parts, quick: bool, device_gpu: bool) -> dict:
     from bench.common import hardware
 
@@ -133,6 +153,10 @@ def run_parts(parts, quick: bool, device_gpu: bool) -> dict:
             from bench import slots
             print("slot utilisation (Ray Tune, CPU) ...", flush=True)
             cpu["slots"] = slots.measure(quick=quick)
+        if "seedgroups" in cpu_parts:
+            from bench import seedgroups
+            print("seed groups or one trial per seed (Ray Tune, CPU) ...", flush=True)
+            cpu["seedgroups"] = seedgroups.measure(quick=quick)
         cpu["hardware"]["load_average_end"] = hardware("cpu")["load_average"]
     if "gpu" in parts:
         if not device_gpu:
@@ -180,10 +204,7 @@ def main(argv=None) -> int:
     document = run_parts([x for x in parts if x], args.quick, device_gpu)
     out = Path(args.out)
     previous = json.loads(out.read_text()) if out.exists() else {}
-    # A section not measured now keeps its last measurement (with its own date and hardware).
-    for section in ("cpu", "gpu"):
-        if section not in document and previous.get(section):
-            document[section] = previous[section]
+    document = keep_unmeasured(document, previous)
     if args.merge:
         document["gpu"] = json.loads(Path(args.merge).read_text())["gpu"]
     document = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "quick": args.quick,

@@ -96,6 +96,22 @@ def test_merge_takes_the_gpu_section_without_measuring(tmp_path, capsys):
     assert "Test GPU" in capsys.readouterr().out
 
 
+def test_a_run_of_some_parts_keeps_the_others():
+    """`python -m bench --parts seedgroups` replaces that part of the CPU section and keeps the rest, with the
+    date each part was measured."""
+    from bench.__main__ import keep_unmeasured
+
+    previous = {"cpu": {"date": "d1", "hardware": {"cpu": "A"}, "data": {"loader_speedup": 2.0},
+                        "epoch": {"epoch_speedup_lenet5": 1.2}},
+                "gpu": {"date": "g1", "data": {"loader_speedup": 12.0}}}
+    now = {"cpu": {"date": "d2", "hardware": {"cpu": "A"}, "seedgroups": {"per_seed_speedup": 1.05}}}
+    merged = keep_unmeasured(now, previous)
+    assert merged["gpu"] == previous["gpu"]
+    assert merged["cpu"]["data"] == {"loader_speedup": 2.0} and merged["cpu"]["seedgroups"]["per_seed_speedup"] == 1.05
+    assert merged["cpu"]["part_dates"] == {"data": "d1", "epoch": "d1", "seedgroups": "d2"}
+    assert merged["cpu"]["date"] == "d2"
+
+
 def test_unknown_part_is_a_clear_error(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--parts", "data,gpus", "--out", os.devnull, "--history", ""])
