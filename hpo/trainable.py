@@ -4,7 +4,8 @@ trains, and reports the contract metrics once per epoch.
 `train_epochs` is plain PyTorch (no Ray), so it can be run, benchmarked and
 debugged alone:  python -m hpo.trainable --dataset fashion_mnist --model lenet5 --set lr=0.001
 `tune_trainable` wraps it for Ray Tune: it checkpoints every epoch, so ASHA can
-pause a trial and a failed trial restarts from its last epoch.
+pause a trial and a failed trial restarts from its last epoch. A seed group
+(`train_group`, `SeedGroup`) trains one configuration's seeds in one trial.
 """
 
 from __future__ import annotations
