@@ -293,7 +293,8 @@ def _power_text(data: StudyData, table: pd.DataFrame, power: dict) -> str:
                      " per configuration would be needed to separate them.")
         else:
             text += (f" {runner} is {_amount(data, power['runner_up_diff'])} from the best: {needed} seeds per"
-                     f" configuration would separate them with {stats.POWER:.0%} power.")
+                     f" configuration would separate them with {stats.POWER:.0%} power (with the two's own"
+                     f" seed-to-seed std, {_amount(data, power['runner_up_std'])}).")
     return text
 
 

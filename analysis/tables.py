@@ -116,7 +116,8 @@ def unique_names(names: list[str]) -> list[str]:
 def power_summary(data: StudyData, table: pd.DataFrame) -> dict:
     """What the study's seeds can detect: the pooled seed-to-seed std of the metric, the seeds per configuration
     (study.json's `seeds`, else the most any configuration has), the smallest difference found with 80% power,
-    and for the runner-up its distance from the best and the seeds per configuration that would separate them."""
+    and for the runner-up its distance from the best and the seeds per configuration that would separate them
+    (with the std pooled over those two alone)."""
     std = stats.pooled_std(table["n"], table[f"{data.target} std"]) if not table.empty else math.nan
     seeds = data.study.get("seeds")
     seeds = int(seeds) if isinstance(seeds, (int, float)) and seeds >= 1 else int(table["n"].max() or 0)
@@ -125,7 +126,11 @@ def power_summary(data: StudyData, table: pd.DataFrame) -> dict:
            "runner_up_diff": math.nan, "runner_up_seeds": None}
     if len(table) >= 2:
         diff = float(table.loc[1, f"{data.target} mean"] - table.loc[0, f"{data.target} mean"])
-        out.update(runner_up_diff=diff, runner_up_seeds=stats.seeds_needed(diff, std))
+        # The two's own spread: one unstable configuration elsewhere (a momentum that diverges on some
+        # seeds) would otherwise inflate the std and the seeds this pair needs a hundredfold.
+        pair = stats.pooled_std(table["n"][:2], table[f"{data.target} std"][:2])
+        pair = std if math.isnan(pair) else pair
+        out.update(runner_up_diff=diff, runner_up_std=pair, runner_up_seeds=stats.seeds_needed(diff, pair))
     return out
 
 

@@ -105,3 +105,14 @@ def test_no_advice_for_a_smoke_run_and_a_clear_answer(tmp_path):
     record = folder / "report" / "study.json"
     record.write_text(json.dumps({**json.loads(record.read_text()), "smoke": True}))
     assert advice_of(folder) == []
+
+
+def test_an_unstable_configuration_does_not_inflate_the_runner_up_s_seeds(tmp_path):
+    """The seeds that would separate the best from the runner-up come from those two's spread: a third
+    configuration that diverges on some seeds (std 25 points) leaves the advice as it was (17 seeds)."""
+    accs = {0.1: [0.90, 0.92, 0.91], 0.05: [0.89, 0.91, 0.90], 0.5: [0.10, 0.60, 0.35]}
+    trials = [trial(f"t{i}{s}", {"lr": lr}, s, acc, epochs=3) for i, (lr, a) in enumerate(accs.items())
+              for s, acc in enumerate(a)]
+    folder = study_with(tmp_path / "wild", trials, ["lr"], {"lr": {"grid_search": [0.5, 0.1, 0.05]}})
+    (seeds,) = [a for a in advice_of(folder) if "seeds per configuration" in a.reason]
+    assert seeds.command.endswith("--extend --set seeds=17")

@@ -183,9 +183,12 @@ def test_power_summary_of_a_study(tmp_path):
     diff = statistics.mean(GRID[("conv", 7)]) - statistics.mean(GRID[("conv", 14)])
     assert power["runner_up_diff"] == pytest.approx(diff)
     n = power["runner_up_seeds"]
+    # The runner-up's seeds come from the two configurations' own spread, not the study's.
+    pair = math.sqrt(statistics.mean(statistics.variance(GRID[k]) for k in (("conv", 14), ("conv", 7))))
+    assert power["runner_up_std"] == pytest.approx(pair, rel=1e-9) and pair != pytest.approx(std)
 
     def exact_power(n):
-        df, shift, crit = 2 * n - 2, abs(diff) / std * math.sqrt(n / 2), sps.t.ppf(0.975, 2 * n - 2)
+        df, shift, crit = 2 * n - 2, abs(diff) / pair * math.sqrt(n / 2), sps.t.ppf(0.975, 2 * n - 2)
         return sps.nct.sf(crit, df, shift) + sps.nct.cdf(-crit, df, shift)
 
     assert exact_power(n) >= 0.795 and exact_power(n - 1) < 0.805
