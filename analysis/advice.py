@@ -39,14 +39,6 @@ def _command(data: StudyData, sets: dict | None = None) -> str | None:
     return command_with(command, "--extend", sets) if command else None
 
 
-def _amount(data: StudyData, x: float) -> str:
-    return f"{100 * abs(x):.2f} percentage points" if fmt.is_accuracy(data.target) else fmt.number(data.target, abs(x))
-
-
-def _label(data: StudyData, row) -> str:
-    return ", ".join(f"{k}={fmt.value(row[k])}" for k in data.varied_keys if k in row) or data.name
-
-
 def _grid(data: StudyData) -> bool:
     """A study whose configurations are a grid (so `--extend` can add values)."""
     return data.search is not None and not data.search.samples
@@ -63,8 +55,9 @@ def _more_seeds(data: StudyData, table: pd.DataFrame, power: dict) -> list[Advic
     if len(table) < 2 or table.loc[1, "verdict"] == "worse" or not power.get("runner_up_diff"):
         return []
     needed, seeds = power["runner_up_seeds"], power["seeds"]
-    gap = (f"The runner-up ({_label(data, table.iloc[1])}) is {_amount(data, power['runner_up_diff'])} from the "
-           f"best ({_label(data, table.iloc[0])}) and not yet told apart from it ({table.loc[1, 'verdict']})")
+    best, runner = (fmt.settings(data.varied_keys, table.iloc[i], data.name) for i in (0, 1))
+    gap = (f"The runner-up ({runner}) is {fmt.amount(data.target, power['runner_up_diff'])} from the best ({best})"
+           f" and not yet told apart from it ({table.loc[1, 'verdict']})")
     if needed is None or needed > MOST_SEEDS:
         more = f"{needed}" if needed else "more than 1000"
         return [Advice(f"{gap}: {more} seeds per configuration would be needed to separate them with "
@@ -196,8 +189,8 @@ def _asha_ties(data: StudyData) -> list[Advice]:
                 ties.append((trial, epoch))
     if not ties:
         return []
-    shown = "; ".join(f"{trial['trial_id']} ({_label(data, _keys(data, trial))}, epoch {epoch})"
-                      for trial, epoch in ties[:3])
+    shown = "; ".join(f"{trial['trial_id']} ({fmt.settings(data.varied_keys, _keys(data, trial), data.name)},"
+                      f" epoch {epoch})" for trial, epoch in ties[:3])
     grace = max(epoch for _, epoch in ties) * 2
     return [Advice(f"{len(ties)} trial(s) ASHA stopped were as good as the best trial at the same epoch (their "
                    f"last): {shown}{' ...' if len(ties) > 3 else ''}. ASHA may have stopped a configuration as good "

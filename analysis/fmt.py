@@ -32,6 +32,19 @@ def value(v) -> str:
     return str(v)
 
 
+def settings(keys, row, otherwise: str = "") -> str:
+    """A row's values of `keys` as people write them, "lr=0.01, batch_size=64" (the keys it has); `otherwise`
+    when it has none."""
+    return ", ".join(f"{k}={value(row[k])}" for k in keys if k in row) or otherwise
+
+
+def amount(name: str, x: float) -> str:
+    """A difference (its size) in metric `name`'s units: percentage points for accuracies."""
+    if pd.isna(x):
+        return "–"
+    return f"{100 * abs(x):.2f} percentage points" if is_accuracy(name) else number(name, abs(x))
+
+
 def number(name: str, v) -> str:
     """A measured number, formatted by what the column holds."""
     if v is None or pd.isna(v):

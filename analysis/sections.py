@@ -83,10 +83,6 @@ def _draw(data: StudyData, log, draw, *args) -> list[tuple[Path, str]]:
     return [(path, caption)]
 
 
-def _label(data: StudyData, row) -> str:
-    return ", ".join(f"{k}={fmt.value(row[k])}" for k in data.varied_keys) or data.name
-
-
 # ---------------------------------------------------------------- sections
 
 def _definition_section(data: StudyData) -> Section:
@@ -208,8 +204,8 @@ def _configs_section(data: StudyData, table: pd.DataFrame, pairwise: pd.DataFram
     if two:
         text.append(f"Note: {two} configuration(s) have only 2 seeds: a comparison on 2 seeds has little power"
                     f" (2 seeds per side find a difference reliably only above"
-                    f" {_amount(data, stats.detectable_difference(power['std'], 2))}) and a wide interval. Use 3"
-                    " or more seeds.")
+                    f" {fmt.amount(data.target, stats.detectable_difference(power['std'], 2))}) and a wide"
+                    " interval. Use 3 or more seeds.")
     metrics = tables.summary_metrics(data)
     first = [data.target] + [m for m in metrics if not fmt.is_loss(m) and m != data.target]
     second = [m for m in metrics if fmt.is_loss(m) and m != data.target]
@@ -263,13 +259,6 @@ def _next_section(data: StudyData, table: pd.DataFrame) -> Section:
     return Section("What to run next", text)
 
 
-def _amount(data: StudyData, x: float) -> str:
-    """A difference in the metric's units: percentage points for accuracies."""
-    if pd.isna(x):
-        return "–"
-    return f"{100 * abs(x):.2f} percentage points" if fmt.is_accuracy(data.target) else fmt.number(data.target, abs(x))
-
-
 def _power_text(data: StudyData, table: pd.DataFrame, power: dict) -> str:
     """Under the table: the smallest difference the study's seeds find, and the seeds the runner-up would need."""
     if pd.isna(power["std"]):
@@ -277,24 +266,25 @@ def _power_text(data: StudyData, table: pd.DataFrame, power: dict) -> str:
                 " difference can be tested. Set `seeds` to 3 or more in the study.")
     seeds, target = power["seeds"], data.target
     text = (f"Seeds: the seed-to-seed std of {target}, pooled over the {power['configurations']} configuration(s)"
-            f" with 2+ seeds, is {_amount(data, power['std'])}.")
+            f" with 2+ seeds, is {fmt.amount(data.target, power['std'])}.")
     if seeds >= 2:
-        text += (f" With {seeds} seeds per configuration, a true difference of {_amount(data, power['detectable'])}"
+        detectable = fmt.amount(data.target, power["detectable"])
+        text += (f" With {seeds} seeds per configuration, a true difference of {detectable}"
                  f" or more is found {stats.POWER:.0%} of the time (one pair, two-sided, α = {stats.ALPHA}; t"
                  f" approximation: (t(0.975, 2n−2) + t(0.80, 2n−2)) · std · √(2/n), n = {seeds}); smaller true"
                  " differences mostly go unseen, and the Games-Howell adjustment over all pairs needs more.")
     if len(table) >= 2:
-        runner = f"The runner-up ({_label(data, table.iloc[1])})"
-        needed = power["runner_up_seeds"]
+        runner = f"The runner-up ({fmt.settings(data.varied_keys, table.iloc[1], data.name)})"
+        needed, gap = power["runner_up_seeds"], fmt.amount(data.target, power["runner_up_diff"])
         if power["runner_up_diff"] == 0:
             text += f" {runner} has the best's mean: no number of seeds separates them."
         elif needed is None:
-            text += (f" {runner} is {_amount(data, power['runner_up_diff'])} from the best: more than 1000 seeds"
-                     " per configuration would be needed to separate them.")
+            text += (f" {runner} is {gap} from the best: more than 1000 seeds per configuration would be needed"
+                     " to separate them.")
         else:
-            text += (f" {runner} is {_amount(data, power['runner_up_diff'])} from the best: {needed} seeds per"
+            text += (f" {runner} is {gap} from the best: {needed} seeds per"
                      f" configuration would separate them with {stats.POWER:.0%} power (with the two's own"
-                     f" seed-to-seed std, {_amount(data, power['runner_up_std'])}).")
+                     f" seed-to-seed std, {fmt.amount(data.target, power['runner_up_std'])}).")
     return text
 
 
@@ -304,11 +294,12 @@ def _conclusion(data: StudyData, table: pd.DataFrame) -> str:
     seeds = f"{int(best['n'])} seed{'s' if best['n'] > 1 else ''}"
     spread = "" if pd.isna(best[f"{target} std"]) else f" ± {fmt.spread(target, best[f'{target} std'])}"
     value = fmt.number(target, best[f"{target} mean"])
-    text = f"Best: **{_label(data, best)}**, {target} {value}{spread} over {seeds}."
+    text = f"Best: **{fmt.settings(data.varied_keys, best, data.name)}**, {target} {value}{spread} over {seeds}."
     if len(table) == 1:
         return text
     verdicts = table["verdict"].iloc[1:]
-    tied = [_label(data, r) for _, r in table.iloc[1:].iterrows() if r["verdict"] == "tied"]
+    tied = [fmt.settings(data.varied_keys, r, data.name) for _, r in table.iloc[1:].iterrows()
+            if r["verdict"] == "tied"]
     if tied:
         text += f" Not significantly different from it: {'; '.join(tied)}."
     if (verdicts == "worse").any():

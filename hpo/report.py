@@ -19,7 +19,7 @@ import pandas as pd
 from ray import tune
 
 from hpo import storage
-from hpo.study import FINAL, GROUP_KEY, METRICS, OUTCOMES, Study
+from hpo.study import FINAL, GROUP_KEY, METRICS, OUTCOMES, Study, seed_of
 
 HIGHER_IS_BETTER = {m: m.endswith("_acc") or m == "samples_per_s" for m in METRICS}
 
@@ -137,7 +137,7 @@ def seed_runs(trial, epochs: dict[int, dict]) -> list[tuple]:
     the group's id, that seed's own metrics of each epoch over the group's shared keys: node, note)."""
     seeds = trial.config.get(GROUP_KEY)
     if not seeds:
-        return [(trial, trial.trial_id, trial.config.get("seed", trial.config.get("__trial_index__", 0)), epochs, "")]
+        return [(trial, trial.trial_id, seed_of(trial.config), epochs, "")]
     runs = []
     for seed in seeds:
         own = {e: {**{k: v for k, v in r.items() if k not in ("seeds", "diverged")}, **r["seeds"][str(seed)]}

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from hpo import storage
 from hpo.errors import HpoError
 from hpo.registry import SEARCHES, has_grid
-from hpo.study import FINAL, GROUP_KEY, Study
+from hpo.study import FINAL, GROUP_KEY, Study, seed_of
 
 # What makes pooled results incomparable: a change of any of these refuses --extend (another study).
 FIXED_FIELDS = ("dataset", "model", "epochs", "metric", "mode", "search", "scheduler", "grace_period",
@@ -106,15 +106,14 @@ def configurations(study: Study) -> list[dict]:
             for c in configs for seed in (c.get(GROUP_KEY) or [None])]
 
 
-def seed_of(config: dict) -> int:
-    """A trial's seed: its `seed` key, or the repeat index Ray's Repeater gives it (hpo.study.trial_options)."""
-    return int(config.get("seed", config.get("__trial_index__", 0)))
+def without_seed(config: dict) -> dict:
+    """A trial config's configuration: without its seed and Ray's own keys (a repeat index, a seed group)."""
+    return {k: v for k, v in config.items() if k != "seed" and not k.startswith("__")}
 
 
 def configuration(config: dict) -> str:
     """A trial config without its seed, as comparable text (JSON, as Ray's params.json holds it)."""
-    plain = {k: v for k, v in config.items() if k != "seed" and not k.startswith("__")}
-    return json.dumps(plain, sort_keys=True, default=str)
+    return json.dumps(without_seed(config), sort_keys=True, default=str)
 
 
 def trained(storage_path: str, rounds: int) -> list[dict]:
@@ -176,8 +175,7 @@ def plan_extension(study: Study, storage_path: str, record_now: dict) -> Extensi
                        f"{study.search!r} with tune.grid_search), which Ray's generator cannot continue. Run the "
                        "larger study as a new study (another name, or --overwrite).")
     else:  # a search: the missing seeds of the configurations it drew, and new ones up to num_samples
-        drawn = {configuration(c): {k: v for k, v in c.items() if k != "seed" and not k.startswith("__")}
-                 for c in earlier}
+        drawn = {configuration(c): without_seed(c) for c in earlier}
         points = tuple({**config, "seed": seed} for key, config in drawn.items() for seed in range(study.seeds)
                        if (key, seed) not in done)
         new_configs = max(0, study.num_samples - len(drawn))

@@ -107,12 +107,17 @@ class RunSettings:
     max_flops: float | None = None  # --smoke: compute per epoch, capping the images further (trainable.smoke_caps)
 
 
+def seed_of(config: dict) -> int:
+    """A trial config's seed: its `seed` key, or the repeat index Ray's Repeater gives it (seeds=N with
+    seed_groups=False), else the default 0."""
+    return int(config.get("seed", config.get("__trial_index__", TRAINABLE_KEYS["seed"][0])))
+
+
 def trial_options(config: dict) -> tuple[dict, dict]:
     """Split a trial config into the trainable's keys (with defaults) and the model's options."""
     options = {k: v for k, v in config.items() if k not in TRAINABLE_KEYS and not k.startswith("__")}
     keys = {k: config.get(k, default) for k, (default, _, _) in TRAINABLE_KEYS.items()}
-    if "seed" not in config and "__trial_index__" in config:  # repeats made by tune.search.Repeater
-        keys["seed"] = config["__trial_index__"]
+    keys["seed"] = seed_of(config)
     return keys, options
 
 
