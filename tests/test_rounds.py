@@ -18,7 +18,7 @@ import pytest
 from scipy import stats as scipy_stats
 
 from test_analysis import CHROMIUM, chromium
-from test_run import ROOT, hpo_run, report, write_study
+from test_run import ROOT, hpo_run, refused, report, write_study
 
 GRID = """
     study = Study(name="rounds", dataset="mnist", model="mnist_cnn",
@@ -50,12 +50,10 @@ def test_extend_adds_seeds_and_grid_values_and_pools_every_round(tmp_path, fake_
                            ([], "nothing to add"),
                            (["--resume"], "contradict"),
                            (["--set", "scheduler=asha"], "scheduler was 'fifo', now 'asha'")]:
-        refused = hpo_run(study, *common, "--extend", *args, check=False)
-        assert refused.returncode == 2 and expected in refused.stderr, (args, refused.stderr)
-        assert "Traceback" not in refused.stderr
-    missing = hpo_run(study, "--results", tmp_path / "elsewhere", "--data-dir", fake_mnist_dir, "--extend",
-                      check=False)
-    assert missing.returncode == 2 and "no study 'rounds'" in missing.stderr and "Run it first" in missing.stderr
+        code, err = refused(study, *common, "--extend", *args)
+        assert code == 2 and expected in err, (args, err)
+    code, err = refused(study, "--results", tmp_path / "elsewhere", "--data-dir", fake_mnist_dir, "--extend")
+    assert code == 2 and "no study 'rounds'" in err and "Run it first" in err
     assert files(results) == before
 
     # Round 2: seeds 2-4. The driver is killed (with its Ray) once round 2's first trial has reported an
@@ -72,9 +70,9 @@ def test_extend_adds_seeds_and_grid_values_and_pools_every_round(tmp_path, fake_
     finally:
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
-    unfinished = hpo_run(study, *common, "--extend", "--set", "seeds=6", check=False)
-    assert unfinished.returncode == 2 and "round 2" in unfinished.stderr, unfinished.stderr
-    assert f"{study} --resume --results {results}" in unfinished.stderr and "--set seeds=5" in unfinished.stderr
+    code, err = refused(study, *common, "--extend", "--set", "seeds=6")
+    assert code == 2 and "round 2" in err, err
+    assert f"{study} --resume --results {results}" in err and "--set seeds=5" in err
     resumed = hpo_run(study, *common, "--no-analysis", "--resume", "--set", "seeds=5")
     assert "round 2: 6 new trials beside the 4 of rounds 1-1" in resumed.stdout, resumed.stdout
     assert "Done: 10 trials completed" in resumed.stdout, resumed.stdout  # the whole study's

@@ -1,8 +1,6 @@
-"""Every study under studies/ runs end to end with --smoke through the real CLI (python -m hpo.run),
-on datasets written in their real formats (IDX, CIFAR python batches), and reproduces its write-up's
-setting. Each smoke run is its own process with its own embedded Ray (127.0.0.1 only), as a user runs
-it; two run at a time so one's Ray start-up (10-20 s on an idle 2-core machine) overlaps the other's
-training."""
+"""Every study under studies/ reproduces its write-up's setting and trains its --smoke trials on
+datasets written in their real formats (IDX, CIFAR python batches); two of them run end to end through
+the real CLI (python -m hpo.run) and Ray Tune."""
 
 from __future__ import annotations
 
@@ -22,23 +20,22 @@ ROOT = Path(__file__).resolve().parents[1]
 STUDIES = ROOT / "studies"
 
 # Trials each study's --smoke runs (Study.smoke: seeds=1, at most 4 grid points, the first values
-# of each grid kept; random/optuna: at most 4 samples), and any overrides (none: every plain --smoke is quick).
+# of each grid kept; random/optuna: at most 4 samples).
 SMOKE = {
-    "mnist_batchsize": (3, []),
-    "mnist_lr": (3, []),
-    "mnist_momentum": (4, []),
-    "mnist_epochs": (2, []),
-    "mnist_downsampling": (4, []),  # 2 x 3 x 2 grid -> 1 x 2 x 2 (the longest grids shrink first)
-    "mnist_fc_vs_cnn": (4, []),
-    "fashion_lenet5": (3, []),
-    "fashion_lenet5_tpe": (4, []),
-    "cifar10_cnn": (1, []),
-    "cifar10_vgg": (1, []),
+    "mnist_batchsize": 3,
+    "mnist_lr": 3,
+    "mnist_momentum": 4,
+    "mnist_epochs": 2,
+    "mnist_downsampling": 4,  # 2 x 3 x 2 grid -> 1 x 2 x 2 (the longest grids shrink first)
+    "mnist_fc_vs_cnn": 4,
+    "fashion_lenet5": 3,
+    "fashion_lenet5_tpe": 4,
+    "cifar10_cnn": 1,
+    "cifar10_vgg": 1,
     # VGG-11 at 224 x 224 with a 4096-wide classifier, as the study says: --smoke caps an epoch's compute
-    # (SMOKE_FLOPS), so it trains a few images and runs in about a minute on a CPU.
-    "fashion_vgg11": (1, []),
+    # (SMOKE_FLOPS), so it trains a few images (about 7 s on a CPU).
+    "fashion_vgg11": 1,
 }
-PARALLEL = 2  # two cores: a third embedded Ray starting at once timed out under load
 
 
 def load(name: str):
@@ -188,39 +185,88 @@ def test_vgg11_at_224_builds_the_write_up_s_network():
     assert all(m.p == 0 for m in net.modules() if isinstance(m, torch.nn.Dropout))
 
 
-# ---------------------------------------------------------------- smoke runs through the CLI
+# ---------------------------------------------------------------- every study's --smoke trials, in process
 
 
 @pytest.fixture(scope="module")
-def smoke_runs(tmp_path_factory):
-    """Run every study's --smoke (a few processes at a time); {name: (CompletedProcess, results dir)}."""
-    root = tmp_path_factory.mktemp("studies")
-    data = make_fake_datasets(root / "data", n_train=360, n_test=100)  # 300 to train on: batch 256 fits
+def smoke_data(tmp_path_factory) -> Path:
+    return make_fake_datasets(tmp_path_factory.mktemp("data"), n_train=360, n_test=100)  # 300 to train: batch 256 fits
+
+
+def smoke_trials(name: str, data: Path, tmp_path: Path):
+    """The plan of `hpo.run studies/<name>.py --smoke` (its checks, settings and data) and the trial configs
+    Ray Tune's variant generator resolves from its space: what the CLI's trials would train."""
+    from ray.tune.search.variant_generator import generate_variants
+
+    from hpo.run import parse_args, plan
+
+    p = plan(parse_args([f"studies/{name}.py", "--smoke", "--results", str(tmp_path / "results"),
+                         "--data-dir", str(data), "--no-analysis"]))
+    space = {**p.study.space, "seed": 0}
+    return p, [config for _ in range(p.study.num_samples) for _, config in generate_variants(space)]
+
+
+@pytest.mark.parametrize("name", sorted(SMOKE))
+def test_study_smoke_trials_train(name, smoke_data, tmp_path):
+    """Every study's --smoke trials train in this process (no Ray: hpo.trainable.train_epochs, the code a
+    Ray trial runs) on data in the study's real file format; the CLI's Ray Tune path runs below."""
+    from hpo.trainable import train_epochs
+
+    p, configs = smoke_trials(name, smoke_data, tmp_path)
+    assert len(configs) == SMOKE[name] == p.planned_trials
+    if p.study.search == "grid" and len(configs) > 1:  # every varied key really varies
+        varied = {k: {str(c[k]) for c in configs} for k in p.study.varied_keys()}
+        assert all(len(v) > 1 for v in varied.values()), varied
+    for config in configs:
+        epochs = [metrics for metrics, _ in train_epochs(config, p.settings)]
+        assert [m["epoch"] for m in epochs] == list(range(1, min(p.study.epochs, 2) + 1)), config
+        assert all(0 <= m["val_acc"] <= 1 and m["params"] > 0 and not m.get("diverged") for m in epochs), epochs
+
+
+def test_smoke_of_fc_vs_cnn_compares_models_of_about_the_same_size(smoke_data, tmp_path):
+    from hpo.trainable import Trial
+
+    p, configs = smoke_trials("mnist_fc_vs_cnn", smoke_data, tmp_path)
+    params = {c["model"]: Trial(c, p.settings, "cpu").params() for c in configs}
+    assert params == {"fc2": 6442, "mnist_cnn": 6422}  # the write-up's printed counts
+    assert sorted(c["permute_pixels"] for c in configs) == [False, False, True, True]
+
+
+# ---------------------------------------------------------------- smoke runs through the CLI and Ray Tune
+
+# Two study files through the real CLI, each its own process with its own embedded Ray (127.0.0.1 only),
+# as a user runs them, side by side: a grid of variant bundles, and Optuna with ASHA. The other studies'
+# trials are the same trainable on the same kind of config (above); Ray's own paths: tests/test_run.py.
+CLI_SMOKE = ["fashion_lenet5", "fashion_lenet5_tpe"]
+
+
+@pytest.fixture(scope="module")
+def smoke_runs(smoke_data, tmp_path_factory):
+    """{name: (CompletedProcess, report folder)} of `python -m hpo.run studies/<name>.py --smoke`."""
+    results = tmp_path_factory.mktemp("studies") / "results"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
 
     def run(name):
-        results = root / "results"
         args = [sys.executable, "-m", "hpo.run", f"studies/{name}.py", "--smoke", "--results", str(results),
-                "--data-dir", str(data), "--no-analysis", *SMOKE[name][1]]
+                "--data-dir", str(smoke_data), "--no-analysis"]
         try:
             proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
         except subprocess.TimeoutExpired as e:
             proc = subprocess.CompletedProcess(args, -1, e.stdout or "", f"timed out: {e}")
         return name, (proc, results / name / "report")
 
-    with ThreadPoolExecutor(PARALLEL) as pool:
-        # The longest first, so no long run is left alone at the end: the VGGs, then by trials.
-        return dict(pool.map(run, sorted(SMOKE, key=lambda n: ("vgg" not in n, -SMOKE[n][0]))))
+    with ThreadPoolExecutor(len(CLI_SMOKE)) as pool:
+        return dict(pool.map(run, CLI_SMOKE))
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(SMOKE))
+@pytest.mark.parametrize("name", CLI_SMOKE)
 def test_study_smoke_runs_every_trial(name, smoke_runs):
     proc, report = smoke_runs[name]
     assert proc.returncode == 0, f"{name}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     trials = pd.read_csv(report / "trials.csv")
     epochs = pd.read_csv(report / "epochs.csv")
-    expected = SMOKE[name][0]
+    expected = SMOKE[name]
     assert len(trials) == expected, trials[["trial_id", "outcome"]]
     study = load(name)["study"]
     # ASHA may stop a trial after its first epoch: that is the scheduler working, not a failure.
@@ -247,12 +293,3 @@ def test_smoke_of_fashion_lenet5_keeps_the_models_settings(smoke_runs):
     assert trials["config/optimizer"].tolist() == ["sgd", "adam", "adam"]
     assert trials["config/batch_size"].tolist() == [100, 256, 256]
     assert trials["config/dropout"].tolist() == [0.0, 0.0, 0.5]
-
-
-@pytest.mark.slow
-def test_smoke_of_fc_vs_cnn_compares_models_of_about_the_same_size(smoke_runs):
-    _, report = smoke_runs["mnist_fc_vs_cnn"]
-    trials = pd.read_csv(report / "trials.csv")
-    params = trials.groupby("config/model")["params"].first().to_dict()
-    assert params == {"fc2": 6442, "mnist_cnn": 6422}  # the write-up's printed counts
-    assert sorted(trials["config/permute_pixels"].tolist()) == [False, False, True, True]
