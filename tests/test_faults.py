@@ -161,7 +161,6 @@ def test_a_second_run_of_a_running_study_is_refused_and_told_who_holds_it(tmp_pa
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, time
         from hpo.studydir import StudyLock
-from test_run import refused
         with StudyLock(__import__("pathlib").Path({str(p.lock_path)!r})):
             print("held", flush=True)
             time.sleep(60)
