@@ -18,7 +18,7 @@ from hpo import env
 env.keep_ray_on_loopback(None)
 
 HERE = Path(__file__).resolve().parent
-CPU_PARTS = ("data", "epoch", "threads", "overhead", "study", "slots", "seedgroups")
+CPU_PARTS = ("data", "epoch", "threads", "overhead", "study", "slots", "seedgroups", "fusedseeds")
 ALL_PARTS = CPU_PARTS + ("gpu",)
 
 # name: (section, key path, target, higher is better, what it is)
@@ -50,6 +50,12 @@ FIGURES = {
                            "the same study's wall time, Ray Tune's default / every slot busy"),
     "per_seed_speedup": ("cpu", ("seedgroups", "per_seed_speedup"), None, True,
                          "grid x 3 seeds, FIFO, 2 slots: wall time as seed groups / as one trial per seed"),
+    **{f"fused_seeds_speedup_{k}": ("cpu", ("fusedseeds", f"fused_seeds_speedup_{k}"), None, True,
+                                    f"{k} LeNet-5 seeds, batch 64: samples/s as one fused model (torch.func.vmap) "
+                                    "/ one after another, CPU") for k in (4, 16)},
+    **{f"gpu_fused_seeds_speedup_{k}": ("gpu", ("fusedseeds", f"fused_seeds_speedup_{k}"), 3.0 if k == 16 else None,
+                                        True, "the same on a GPU (one after another: each its CUDA graph)")
+       for k in (4, 16)},
     "gpu_loader_speedup": ("gpu", ("data", "loader_speedup"), 10.0, True,
                            "trainable's data path vs the write-ups' DataLoader loop, GPU (min of batch 64, 256)"),
     "gpu_step_speedup": ("gpu", ("graph", "gpu_step_speedup"), None, True,
@@ -157,6 +163,10 @@ def run_parts(parts, quick: bool, device_gpu: bool) -> dict:
             from bench import seedgroups
             print("seed groups or one trial per seed (Ray Tune, CPU) ...", flush=True)
             cpu["seedgroups"] = seedgroups.measure(quick=quick)
+        if "fusedseeds" in cpu_parts:
+            from bench import fusedseeds
+            print("seeds fused or one after another (CPU) ...", flush=True)
+            cpu["fusedseeds"] = fusedseeds.measure("cpu", **({"repeats": 1, "max_train": 2048} if quick else {}))
         cpu["hardware"]["load_average_end"] = hardware("cpu")["load_average"]
     if "gpu" in parts:
         if not device_gpu:
@@ -177,6 +187,9 @@ def run_parts(parts, quick: bool, device_gpu: bool) -> dict:
             print("packing (GPU) ...", flush=True)
             g["packing"] = (gpu.packing(counts=(1, 4), epochs=2, max_train=8192) if quick
                             else gpu.packing(epochs=3))
+            from bench import fusedseeds
+            print("seeds fused or one after another (GPU) ...", flush=True)
+            g["fusedseeds"] = fusedseeds.measure("cuda", **({"repeats": 1} if quick else {}))
     return document
 
 

@@ -84,6 +84,9 @@ TRAINABLE_KEYS: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
     "channels_last": (True, lambda v: isinstance(v, bool),
                       "True or False (on a CPU, a convolutional model and its images in channels-last memory "
                       "layout: 1.1-1.5x faster an epoch; trials.csv's `layout` says what a trial used)"),
+    "fused_seeds": (None, lambda v: v is None or isinstance(v, bool),
+                    "None (on a GPU only), True or False (a seed group's seeds trained as one model with "
+                    "torch.func.vmap)"),
     "seed": (0, lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "an integer >= 0"),
     "model": (None, lambda v: isinstance(v, str) or callable(v),
               'a model name, "package.module:Name" or a class or function of your own (see hpo.models)'),

@@ -17,6 +17,7 @@ import math
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Iterator
@@ -25,7 +26,7 @@ from hpo import env  # noqa: F401  first: settings torch reads when it is import
 import torch
 import torch.nn.functional as F
 
-from hpo import checkpoints
+from hpo import checkpoints, fused
 from hpo.data import Split, load_data, pixel_permutation, pixel_transforms
 from hpo.errors import HpoError
 from hpo.registry import OPTIMIZERS
@@ -43,8 +44,11 @@ def make_optimizer(name: str, params, lr, momentum: float, weight_decay: float, 
 class Trial:
     """Data, model and optimizer of one trial, built from its config."""
 
-    def __init__(self, config: dict, settings: RunSettings, device: str | None = None, data=None):
-        """`data`: the splits another trial of the same data keys read (a seed group shares them)."""
+    def __init__(self, config: dict, settings: RunSettings, device: str | None = None, data=None,
+                 group_step: str | None = None):
+        """`data`: the splits another trial of the same data keys read (a seed group shares them);
+        `group_step`: a seed group trains this trial's epochs fused with its other seeds (hpo.fused), and
+        this is its step mode (trials.csv's `step`): no graph of its own."""
         from hpo.models import trial_model
 
         self.config, self.settings = dict(config), settings
@@ -67,8 +71,8 @@ class Trial:
         self.fused = self.device.type == "cuda" or None  # see make_optimizer
         # Mixed precision only pays (and only exists in fp16 form) on a GPU.
         self.amp = bool(k["amp"]) and self.device.type == "cuda"
-        graphed = self.device.type == "cuda" and k["cuda_graphs"]
-        self.eager_mode = "eager"
+        graphed = self.device.type == "cuda" and k["cuda_graphs"] and not group_step
+        self.eager_mode = group_step or "eager"
         if graphed:
             reason = GraphedStep.unsupported(augment=k["augment"], amp=self.amp)
             if reason:
@@ -168,11 +172,15 @@ class Trial:
             correct = correct + (out.argmax(1) == y).sum()
         return float(total_loss) / len(split), int(correct) / len(split)
 
-    def run_epoch(self) -> dict:
-        start = time.perf_counter()
+    def run_epoch(self, trained: tuple[dict, float] | None = None) -> dict:
+        """Train one epoch (or take its train metrics and seconds from a fused seed group: hpo.fused),
+        step the learning rate, evaluate."""
+        start = time.perf_counter() - (trained[1] if trained else 0.0)
         lr = float(self.optimizer.param_groups[0]["lr"])  # a tensor with CUDA graphs
-        metrics = self.train_one_epoch()
-        self.scheduler.step()
+        metrics = dict(trained[0]) if trained else self.train_one_epoch()
+        with warnings.catch_warnings():  # fused: the group's optimizer stepped, not this one (hpo.fused)
+            warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler\.step\(\)` before", UserWarning)
+            self.scheduler.step()
         metrics["val_loss"], metrics["val_acc"] = self.evaluate(self.data.val)
         metrics["test_loss"], metrics["test_acc"] = self.evaluate(self.data.test)
         self.epoch += 1
@@ -369,15 +377,20 @@ class SeedGroup:
     `seed_groups`). Every epoch each seed's own model, optimizer, data order and torch random state train
     one epoch, exactly as a lone trial with that seed (train_epochs) would: bitwise the same on a CPU. The
     data is read once and shared (nothing in it is random per seed). A seed whose loss diverges is dropped
-    after its epoch; the others go on."""
+    after its epoch; the others go on. With `fused_seeds` (default: on a GPU) the seeds' epochs train as
+    one vmapped model (hpo.fused): the same up to float rounding, dropout masks drawn per seed."""
 
     def __init__(self, config: dict, settings: RunSettings, seeds, device: str | None = None):
         self.config, self.settings = dict(config), settings
         self.members: dict[int, Trial] = {}
         self.rng: dict[int, tuple] = {}  # each seed's torch random state (dropout draws from it)
+        keys, _ = trial_options(config)
+        on = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        group_step = fused_step(keys, on, len(seeds))
+        self.trains_fused = group_step is not None
         data = None
         for seed in seeds:
-            trial = Trial({**config, "seed": int(seed)}, settings, device, data=data)
+            trial = Trial({**config, "seed": int(seed)}, settings, device, data=data, group_step=group_step)
             data = trial.data
             self.members[int(seed)] = trial
             self.rng[int(seed)] = _rng_state(trial.device)  # as a lone trial has it once built
@@ -389,10 +402,19 @@ class SeedGroup:
     def run_epoch(self) -> dict[int, dict]:
         """Every seed's metrics of one more epoch; the diverged ones leave the group."""
         results = {}
-        for seed, trial in self.members.items():
-            _set_rng_state(self.rng[seed], trial.device)
-            results[seed] = trial.run_epoch()
-            self.rng[seed] = _rng_state(trial.device)
+        if self.trains_fused:  # dropout draws from the first seed's random state, for every seed (vmap)
+            first = next(iter(self.members))
+            trials = list(self.members.values())
+            _set_rng_state(self.rng[first], trials[0].device)
+            trained, seconds = fused.train_one_epoch(trials)
+            self.rng[first] = _rng_state(trials[0].device)
+            for (seed, trial), metrics in zip(self.members.items(), trained):
+                results[seed] = trial.run_epoch((metrics, seconds))
+        else:
+            for seed, trial in self.members.items():
+                _set_rng_state(self.rng[seed], trial.device)
+                results[seed] = trial.run_epoch()
+                self.rng[seed] = _rng_state(trial.device)
         for seed, metrics in results.items():
             if metrics.get("diverged"):
                 del self.members[seed], self.rng[seed]
@@ -415,6 +437,19 @@ class SeedGroup:
 
     def params(self) -> int:
         return next(iter(self.members.values())).params()
+
+
+def fused_step(keys: dict, device: torch.device, seeds: int) -> str | None:
+    """The step mode of a seed group whose seeds train fused (hpo.fused), or None: the space key
+    `fused_seeds`, by default on a GPU only (on a CPU fusing was slower: bench/README.md)."""
+    wanted = keys["fused_seeds"] if keys["fused_seeds"] is not None else device.type == "cuda"
+    if not wanted or seeds < 2:
+        return None
+    reason = fused.unsupported(keys, device)
+    if reason:
+        print(f"fused_seeds: this group trains its seeds one after another: {reason}", flush=True)
+        return None
+    return "fused (torch.func.vmap)"
 
 
 def train_group(config: dict, settings: RunSettings, seeds, state: dict | None = None,

@@ -207,3 +207,16 @@ def test_packing_compares_one_two_thread_trial_with_two_one_thread_trials(fake_m
     one, two = out["one_2_thread_trial_samples_per_s"], out["two_1_thread_trials_samples_per_s"]
     assert one > 0 and two > 0 and out["two_trials_speedup"] == pytest.approx(two / one)
     assert len(out["samples"]["one"]) == len(out["samples"]["two"]) == 1
+
+
+def test_fused_seeds_are_timed_against_the_same_seeds_one_after_another(fake_mnist_dir, monkeypatch):
+    """Both ways train every seed's epoch on the same images; the figure is their samples/s ratio."""
+    from bench import fusedseeds
+
+    monkeypatch.setattr(fusedseeds, "wait_until_quiet", lambda: 0.0)  # the other test process keeps it busy
+    result = fusedseeds.measure("cpu", counts=(1, 3), repeats=1, max_train=128, data_dir=str(fake_mnist_dir))
+    for k in ("1", "3"):
+        rates = result["samples_per_s"][k]
+        assert rates["fused"] > 0 and rates["one_after_another"] > 0
+        assert result[f"fused_seeds_speedup_{k}"] == pytest.approx(rates["fused"] / rates["one_after_another"])
+    assert result["images"] == 128 and result["device"] == "cpu"

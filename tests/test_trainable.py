@@ -357,6 +357,102 @@ def test_a_diverged_seed_leaves_its_group_and_the_others_go_on(fake_mnist_dir, m
     assert mean["diverged"] and math.isnan(mean["train_loss"])
 
 
+# ---------------------------------------------------------------- fused seed groups (hpo.fused)
+
+def bn_net(in_channels, num_classes, image_size):
+    """A model with batch norm (its running statistics are buffers, one set per seed when fused)."""
+    from torch import nn
+    return nn.Sequential(nn.Conv2d(in_channels, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Flatten(), nn.Linear(6 * (image_size // 2) ** 2, num_classes))
+
+
+def seed_trials(config: dict, settings, seeds=(0, 1, 2)):
+    from hpo.trainable import Trial
+    return [Trial({**config, "seed": s}, settings, "cpu") for s in seeds]
+
+
+@pytest.mark.parametrize("config", [
+    {"optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-3},
+    # Adam at 0.003 on these images: a rounding difference grew to 2e-3 in a weight within 50 steps (Adam
+    # moves a weight by about lr whatever its gradient's size), both ways of training alike; at 0.001, 1e-6.
+    {"optimizer": "adam", "lr": 0.001, "weight_decay": 1e-3},
+    {"model": bn_net, "optimizer": "sgd", "lr": 0.02, "momentum": 0.9},
+], ids=["sgd-momentum", "adam", "batch-norm"])
+def test_fused_seeds_train_as_the_seeds_do_one_after_another(config, fake_mnist_dir):
+    """50 steps (2 epochs of 25 batches) of three seeds as one vmapped model: every seed's losses, weights,
+    batch-norm statistics and optimizer state within float rounding of the same seeds trained alone."""
+    from hpo import fused
+
+    settings = RunSettings("mnist", "lenet5", epochs=2, data_dir=str(fake_mnist_dir))
+    config = {**config, "batch_size": 10}  # 250 training images: 25 batches
+    alone, together = seed_trials(config, settings), seed_trials(config, settings)
+    for _ in range(2):
+        losses = [t.train_one_epoch()["train_loss"] for t in alone]
+        fused_losses = [m["train_loss"] for m in fused.train_one_epoch(together)[0]]
+        assert fused_losses == pytest.approx(losses, rel=1e-4)
+    assert len({round(v, 6) for v in losses}) == 3  # the seeds differ: the comparison means something
+    for a, b in zip(alone, together):
+        for (name, x), y in zip(a.model.state_dict().items(), b.model.state_dict().values()):
+            assert torch.allclose(x.float(), y.float(), atol=1e-4), name
+        state_a, state_b = a.optimizer.state_dict()["state"], b.optimizer.state_dict()["state"]
+        assert state_a.keys() == state_b.keys() and state_a
+        for i in state_a:
+            for key, value in state_a[i].items():
+                assert torch.allclose(value.float(), state_b[i][key].float(), atol=1e-4), (i, key)
+
+
+def test_fused_seeds_draw_their_own_dropout_masks(fake_mnist_dir):
+    """Dropout under vmap: each seed its own mask at the layer's rate (the masks are not a lone trial's:
+    they come from one random stream for the group)."""
+    from torch.func import functional_call, stack_module_state, vmap
+
+    settings = RunSettings("mnist", "lenet5", epochs=1, data_dir=str(fake_mnist_dir))
+    trials = seed_trials({"dropout": 0.5}, settings)
+    params, buffers = stack_module_state([t.model for t in trials])
+    drop = torch.nn.Dropout(0.5)
+    x = torch.ones(3, 64, 84)
+    masks = vmap(lambda p, b, x: functional_call(drop, ({}, {}), (x,)), randomness="different")(params, buffers, x)
+    zeros = (masks == 0).float().mean(dim=(1, 2))
+    assert all(0.45 < z < 0.55 for z in zeros.tolist())
+    assert not torch.equal(masks[0], masks[1]) and not torch.equal(masks[1], masks[2])
+
+
+def test_a_fused_seed_group_resumes_exactly_and_drops_a_diverged_seed(fake_mnist_dir):
+    """fused_seeds=True on a CPU: the group's step says so; a checkpoint after epoch 1 resumes to the same
+    numbers as the run that went on; a seed whose weights are NaN diverges, leaves the group after its
+    epoch, and the other seeds' numbers stay bit for bit those of the group without the NaN."""
+    import copy
+
+    from hpo.trainable import SeedGroup, train_group
+
+    settings = RunSettings("mnist", "mnist_net", epochs=3, data_dir=str(fake_mnist_dir))
+    config = {"lr": 0.05, "momentum": 0.5, "batch_size": 32, "fused_seeds": True}
+    learned = ("train_loss", "train_acc", "val_loss", "val_acc", "test_acc")
+    through = {s: [] for s in (0, 1, 2)}
+    for results, group in train_group(config, settings, [0, 1, 2], device="cpu"):
+        assert {m["step"] for m in results.values()} == {"fused (torch.func.vmap)"}
+        for s, m in results.items():
+            through[s].append([m[k] for k in learned])
+        if group.epoch == 1:
+            state = copy.deepcopy(group.state())
+    resumed = {s: [] for s in (0, 1, 2)}
+    for results, _ in train_group(config, settings, [0, 1, 2], state=state, device="cpu"):
+        for s, m in results.items():
+            resumed[s].append([m[k] for k in learned])
+    assert resumed == {s: through[s][1:] for s in (0, 1, 2)}
+
+    group = SeedGroup(config, settings, [0, 1, 2], device="cpu")
+    with torch.no_grad():
+        next(group.members[1].model.parameters()).fill_(float("nan"))
+    first = group.run_epoch()
+    assert first[1]["diverged"] and set(group.members) == {0, 2}
+    assert [first[s][k] for s in (0, 2) for k in learned] == [through[s][0][i] for s in (0, 2)
+                                                                for i in range(len(learned))]
+    second = group.run_epoch()
+    assert set(second) == {0, 2} and all(math.isfinite(m["train_loss"]) for m in second.values())
+    assert SeedGroup({**config, "fused_seeds": None}, settings, [0, 1], device="cpu").trains_fused is False
+
+
 def test_a_gpu_share_caps_the_trial_s_memory_and_names_the_cap():
     """--gpus-per-trial 0.25: the trial caps its CUDA memory at 25% (torch.cuda.set_per_process_memory_fraction:
     the call itself needs a GPU, which this machine lacks), and its out-of-memory error says so; whole GPUs
