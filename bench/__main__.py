@@ -114,8 +114,9 @@ def keep_unmeasured(document: dict, previous: dict) -> dict:
             if old:
                 merged[section] = old
             continue
-        parts = [k for k in new if isinstance(new[k], dict) and k != "hardware"]
-        dates = {**{k: old.get("date") for k in old if isinstance(old[k], dict) and k != "hardware"},
+        not_parts = ("hardware", "part_dates")
+        parts = [k for k in new if isinstance(new[k], dict) and k not in not_parts]
+        dates = {**{k: old.get("date") for k in old if isinstance(old[k], dict) and k not in not_parts},
                  **(old.get("part_dates") or {}), **{k: new.get("date") for k in parts}}
         kept = {k: v for k, v in old.items() if k not in new and k != "part_dates"}
         merged[section] = {**kept, **new, "part_dates": dates}

@@ -110,6 +110,9 @@ def test_a_run_of_some_parts_keeps_the_others():
     assert merged["cpu"]["data"] == {"loader_speedup": 2.0} and merged["cpu"]["seedgroups"]["per_seed_speedup"] == 1.05
     assert merged["cpu"]["part_dates"] == {"data": "d1", "epoch": "d1", "seedgroups": "d2"}
     assert merged["cpu"]["date"] == "d2"
+    # and again: the dates are not a part of their own
+    again = keep_unmeasured({"cpu": {"date": "d3", "fusedseeds": {"fused_seeds_speedup_4": 0.6}}}, merged)
+    assert again["cpu"]["part_dates"] == {"data": "d1", "epoch": "d1", "seedgroups": "d2", "fusedseeds": "d3"}
 
 
 def test_unknown_part_is_a_clear_error(capsys):
