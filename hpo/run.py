@@ -519,6 +519,13 @@ def extension_search(p: Plan, space: dict, search_alg, num_samples: int):
     points = [dict(c) for c in p.points]  # each one seed, never a seed group
     if not p.new_configs:
         space.pop(GROUP_KEY, None)
+        # A key the space derives per trial (tune.sample_from: a bundle of hpo.variants) is in every point,
+        # resolved. Ray puts a placeholder where the space has the function and resolves it per trial, and a
+        # point's value in its place failed that (Ray 2.60: "TypeError: 'int' object is not subscriptable";
+        # without the value a resumed round's trials got the placeholder itself): the points say it alone.
+        for key, value in list(space.items()):
+            if isinstance(value, tune.search.sample.Function):
+                space[key] = None
         if "seed" not in space:  # a search's space has no seed key for the points to set
             space["seed"] = tune.grid_search(sorted({c["seed"] for c in points}))
         return (BasicVariantGenerator(points_to_evaluate=points, random_state=0,

@@ -20,9 +20,14 @@ from scipy import stats as scipy_stats
 from test_analysis import CHROMIUM, chromium
 from test_run import ROOT, hpo_run, refused, report, write_study
 
+# The momentum comes from a bundle (hpo.variants: a tune.sample_from Ray resolves per trial), as in
+# studies/fashion_lenet5.py: an --extend round's fixed points must leave such keys to Ray.
 GRID = """
+    from hpo import variants
+
     study = Study(name="rounds", dataset="mnist", model="mnist_cnn",
-                  space={{"batch_size": tune.grid_search({batches}), "lr": 0.05, "momentum": 0.5}},
+                  space={{"batch_size": tune.grid_search({batches}), "lr": 0.05,
+                         **variants(sgd={{"momentum": 0.5}})}},
                   epochs=3, seeds=2)
 """
 
@@ -95,6 +100,7 @@ def test_extend_adds_seeds_and_grid_values_and_pools_every_round(tmp_path, fake_
     assert "round 3: 5 new trials beside the 10 of rounds 1-2" in third.stdout, third.stdout
     trials, epochs, meta = report(results, "rounds")
     assert sorted(zip(trials["config/batch_size"], trials["round"])).count((128, 3)) == 5 and len(trials) == 15
+    assert set(trials["config/momentum"]) == {0.5} and set(trials["outcome"]) == {"completed"}  # the bundle's
 
     # The analysis pools the seeds of every round: n is 3, and Games-Howell's p equals one computed here.
     from analysis.load import load
