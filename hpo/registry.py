@@ -13,6 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+# A trial config key: the seeds one Ray trial trains as a seed group (hpo.trainable.SeedGroup).
+GROUP_KEY = "__seeds__"
+
 
 def is_grid(value) -> bool:
     """Whether a space entry is a tune.grid_search (Ray Tune writes it as {"grid_search": [...]})."""
@@ -50,8 +53,6 @@ def seeded_space(study) -> dict:
     seed), or the list of seeds a seed group trains (hpo.study.Study.seed_grouped)."""
     from ray import tune
 
-    from hpo.study import GROUP_KEY
-
     space = dict(study.space)
     if study.seed_grouped:
         space[GROUP_KEY] = list(range(study.seeds))
@@ -79,7 +80,6 @@ def _optuna(sampler_name: str):
         from ray.tune.search import Repeater
 
         from hpo.searchers import PrunedWhenStopped
-        from hpo.study import GROUP_KEY
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # its INFO lines would interleave our status
         sampler = getattr(optuna.samplers, sampler_name)(seed=seed)  # seeded: a study is reproducible

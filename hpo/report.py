@@ -19,7 +19,8 @@ import pandas as pd
 from ray import tune
 
 from hpo import storage
-from hpo.study import FINAL, GROUP_KEY, METRICS, OUTCOMES, Study, seed_of
+from hpo.registry import GROUP_KEY
+from hpo.study import FINAL, METRICS, OUTCOMES, Study, seed_of
 
 HIGHER_IS_BETTER = {m: m.endswith("_acc") or m == "samples_per_s" for m in METRICS}
 

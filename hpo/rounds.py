@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 from hpo import storage
 from hpo.errors import HpoError
-from hpo.registry import SEARCHES, has_grid
-from hpo.study import FINAL, GROUP_KEY, Study, seed_of
+from hpo.registry import GROUP_KEY, SEARCHES, has_grid
+from hpo.study import FINAL, Study, seed_of
 
 # What makes pooled results incomparable: a change of any of these refuses --extend (another study).
 FIXED_FIELDS = ("dataset", "model", "epochs", "metric", "mode", "search", "scheduler", "grace_period",

@@ -29,8 +29,9 @@ from pathlib import Path
 
 from hpo import env, storage, studydir
 from hpo.errors import HpoError
+from hpo.registry import GROUP_KEY
 from hpo.rounds import experiment_name
-from hpo.study import (FINAL, GROUP_KEY, SMOKE_EPOCHS, SMOKE_EVAL, SMOKE_FLOPS, SMOKE_TRAIN, SMOKE_TRIALS,
+from hpo.study import (FINAL, SMOKE_EPOCHS, SMOKE_EVAL, SMOKE_FLOPS, SMOKE_TRAIN, SMOKE_TRIALS,
                        TRAINABLE_KEYS, RunSettings, Study, parse_overrides, possible_values)
 
 

@@ -39,8 +39,6 @@ FINAL = OUTCOMES[:4]  # what a resumed study never runs again: the finished and 
 # Reported by the trainable every epoch (docs/report-format.md).
 METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
            "epoch_time_s", "samples_per_s", "lr")
-# A trial config key: the seeds one Ray trial trains as a seed group (hpo.trainable.SeedGroup).
-GROUP_KEY = "__seeds__"
 
 
 def _number(v):

@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from hpo import checkpoints, fused
 from hpo.data import Split, load_data, pixel_permutation, pixel_transforms
 from hpo.errors import HpoError
-from hpo.registry import OPTIMIZERS
-from hpo.study import GROUP_KEY, METRICS, RunSettings, parse_overrides, trial_options
+from hpo.registry import GROUP_KEY, OPTIMIZERS
+from hpo.study import METRICS, RunSettings, parse_overrides, trial_options
 
 
 def make_optimizer(name: str, params, lr, momentum: float, weight_decay: float, fused: bool | None = None,
