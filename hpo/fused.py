@@ -46,11 +46,13 @@ def _stack_state(optimizers, params: list[list[torch.Tensor]], stacked: list[tor
 
 
 def _unstack_state(state: dict, optimizers, params: list[list[torch.Tensor]], stacked: list[torch.Tensor]):
+    """The stacked optimizer state back into each seed's optimizer (the inverse of _stack_state)."""
     for i, param in enumerate(stacked):
+        if param not in state:
+            continue
         for k, (opt, p) in enumerate(zip(optimizers, params)):
-            if param in state:
-                opt.state[p[i]] = {key: value.clone() if key in SHARED else value[k].clone()
-                                   for key, value in state[param].items()}
+            opt.state[p[i]] = {key: value.clone() if key in SHARED else value[k].clone()
+                               for key, value in state[param].items()}
 
 
 def train_one_epoch(trials: list) -> tuple[list[dict], float]:
@@ -63,9 +65,8 @@ def train_one_epoch(trials: list) -> tuple[list[dict], float]:
     for model in models:
         model.train()
     params, buffers = stack_module_state(models)  # new leaf tensors: [seeds, *shape]
-    names = list(params)
-    stacked = [params[n] for n in names]
-    own = [[dict(m.named_parameters())[n] for n in names] for m in models]
+    stacked = list(params.values())
+    own = [list(m.parameters()) for m in models]  # each seed's, in the stack's order (named_parameters)
     optimizer = OPTIMIZERS[k["optimizer"]].build(stacked, float(first.optimizer.param_groups[0]["lr"]),
                                                  k["momentum"], k["weight_decay"], first.fused)
     optimizer.state.update(_stack_state([t.optimizer for t in trials], own, stacked))

@@ -41,6 +41,11 @@ def make_optimizer(name: str, params, lr, momentum: float, weight_decay: float, 
     return OPTIMIZERS[name].build(params, lr, momentum, weight_decay, fused, capturable)
 
 
+def trial_device(device: str | None) -> torch.device:
+    """Where a trial trains: the device asked for, else CUDA where there is one."""
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
 class Trial:
     """Data, model and optimizer of one trial, built from its config."""
 
@@ -53,7 +58,7 @@ class Trial:
 
         self.config, self.settings = dict(config), settings
         self.keys, model_options = trial_options(config)
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = trial_device(device)
         k = self.keys
         torch.manual_seed(k["seed"])
         self.generator = torch.Generator(device=self.device).manual_seed(k["seed"])
@@ -178,8 +183,9 @@ class Trial:
         start = time.perf_counter() - (trained[1] if trained else 0.0)
         lr = float(self.optimizer.param_groups[0]["lr"])  # a tensor with CUDA graphs
         metrics = dict(trained[0]) if trained else self.train_one_epoch()
-        with warnings.catch_warnings():  # fused: the group's optimizer stepped, not this one (hpo.fused)
-            warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler\.step\(\)` before", UserWarning)
+        with warnings.catch_warnings():
+            if trained:  # the group's fused optimizer stepped, not this one: torch's order warning is wrong
+                warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler\.step\(\)` before", UserWarning)
             self.scheduler.step()
         metrics["val_loss"], metrics["val_acc"] = self.evaluate(self.data.val)
         metrics["test_loss"], metrics["test_acc"] = self.evaluate(self.data.test)
@@ -385,8 +391,7 @@ class SeedGroup:
         self.members: dict[int, Trial] = {}
         self.rng: dict[int, tuple] = {}  # each seed's torch random state (dropout draws from it)
         keys, _ = trial_options(config)
-        on = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        group_step = fused_step(keys, on, len(seeds))
+        group_step = fused_step(keys, trial_device(device), len(seeds))
         self.trains_fused = group_step is not None
         data = None
         for seed in seeds:

@@ -196,14 +196,12 @@ def smoke_data(tmp_path_factory) -> Path:
 def smoke_trials(name: str, data: Path, tmp_path: Path):
     """The plan of `hpo.run studies/<name>.py --smoke` (its checks, settings and data) and the trial configs
     Ray Tune's variant generator resolves from its space: what the CLI's trials would train."""
-    from ray.tune.search.variant_generator import generate_variants
-
+    from hpo.rounds import configurations
     from hpo.run import parse_args, plan
 
     p = plan(parse_args([f"studies/{name}.py", "--smoke", "--results", str(tmp_path / "results"),
                          "--data-dir", str(data), "--no-analysis"]))
-    space = {**p.study.space, "seed": 0}
-    return p, [config for _ in range(p.study.num_samples) for _, config in generate_variants(space)]
+    return p, [config for _ in range(p.study.num_samples) for config in configurations(p.study)]
 
 
 @pytest.mark.parametrize("name", sorted(SMOKE))
