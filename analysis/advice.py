@@ -15,6 +15,8 @@ from analysis.load import StudyData
 MOST_SEEDS = 20  # a difference that needs more seeds per configuration is too small to chase with seeds
 EDGE = 0.05  # a best sampled value within 5% of a range's bound (log scale for log ranges) is at its edge
 MIN_SEARCH_TRIALS = 6  # fewer finished trials say nothing about whether a search still improves
+TOP = 3  # a search's best configurations that --extend --top re-runs with more seeds
+TOP_SEEDS = 5  # ... and with how many seeds each: what a 1-2 point difference of LeNet-sized nets needs
 
 
 @dataclass(frozen=True)
@@ -29,14 +31,14 @@ def advise(data: StudyData, table: pd.DataFrame, power: dict) -> list[Advice]:
     if data.meta.get("smoke") or data.finished.empty:
         return []
     return [*_more_seeds(data, table, power), *_grid_edges(data), *_range_edges(data), *_search_progress(data),
-            *_asha_ties(data)]
+            *_top_seeds(data, table), *_asha_ties(data)]
 
 
-def _command(data: StudyData, sets: dict | None = None) -> str | None:
+def _command(data: StudyData, sets: dict | None = None, top: int | None = None) -> str | None:
     from hpo.rounds import command_with
 
     command = data.meta.get("command")
-    return command_with(command, "--extend", sets) if command else None
+    return command_with(command, f"--extend --top {top}" if top else "--extend", sets) if command else None
 
 
 def _grid(data: StudyData) -> bool:
@@ -166,6 +168,19 @@ def _search_progress(data: StudyData) -> list[Advice]:
                        f"continues the same search to {more} configurations, its sampler learning from every "
                        "trial so far:", _command(data, {"num_samples": more}) if _extendable(data) else None)]
     return []
+
+
+def _top_seeds(data: StudyData, table: pd.DataFrame) -> list[Advice]:
+    """A search's best configurations with fewer seeds than it takes to rank them: --extend --top runs more."""
+    if data.search is None or not data.search.samples or len(table) < 2 or not _extendable(data):
+        return []
+    seeds = int(table["n"].iloc[:TOP].min())
+    if seeds >= TOP_SEEDS:
+        return []
+    return [Advice(f"The search's best configurations have {seeds} seed{'s' if seeds > 1 else ''} each, too few to "
+                   "tell a better configuration from a lucky seed. This trains the missing seeds of the "
+                   f"{TOP} best that ran every epoch, each to the last epoch, and compares them over "
+                   f"{TOP_SEEDS} seeds:", _command(data, {"seeds": TOP_SEEDS}, top=TOP))]
 
 
 def _asha_ties(data: StudyData) -> list[Advice]:

@@ -164,7 +164,7 @@ class ReportWriter(tune.Callback):
         """`mirror`: a URI the report is copied to after every write (--storage s3://...)."""
         self.study, self.study_dir, self.experiment_path = study, Path(study_dir), experiment_path
         self.mirror = mirror
-        self.meta = {**meta, "started": meta.get("started") or now(), "ended": None}
+        self.meta = {**meta, "started": meta.get("started") or now(), "ended": None, "budget_ran_out": False}
         self.history: dict[str, dict[int, dict]] = {}
         self.trials: list = []
         self.last_write = 0.0
@@ -189,7 +189,7 @@ class ReportWriter(tune.Callback):
         self.history = read_result_files(self.experiment_path)
         self.final = earlier_final_outcomes(self.report_dir / "trials.csv",
                                             self.mirror and f"{self.mirror}/trials.csv")
-        self.meta["ended"] = None
+        self.meta["ended"], self.meta["budget_ran_out"] = None, False
         recorded = self.read_earlier_rounds()
         if recorded != self.round:  # a resumed run keeps its report until it has news
             self.write_study_json()  # from the start: it records what this run was started with (--resume checks)
@@ -237,6 +237,10 @@ class ReportWriter(tune.Callback):
     def on_experiment_end(self, trials, **info):
         self.trials = trials
         self.meta["ended"] = now()
+        # Ray Tune ends an experiment at its time budget as it does at Ctrl-C; this run lasting the whole
+        # budget tells them apart (its clock started before Ray Tune's). --extend accepts such a round.
+        budget = self.study.time_budget_min
+        self.meta["budget_ran_out"] = bool(budget) and time.time() - self.start_time >= budget * 60
         self.write()
 
     # -- the files ----------------------------------------------------------
@@ -256,7 +260,8 @@ class ReportWriter(tune.Callback):
     def write_study_json(self) -> None:
         self.report_dir.mkdir(parents=True, exist_ok=True)
         self.utilisation = self.slot_utilisation()
-        this_round = {"round": self.round, **{k: self.meta.get(k) for k in ("command", "set", "started", "ended")},
+        this_round = {"round": self.round, **{k: self.meta.get(k) for k in ("command", "set", "started", "ended",
+                                                                             "budget_ran_out")},
                       "planned_trials": self.meta.get("round_trials"),
                       "trials": self.round_count,
                       "varied_keys": self.study.varied_keys(),

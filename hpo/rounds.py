@@ -16,6 +16,7 @@ import io
 import json
 import shlex
 from dataclasses import dataclass
+from datetime import datetime
 
 from hpo import storage
 from hpo.errors import HpoError
@@ -36,28 +37,32 @@ def rounds_of(record: dict) -> list[dict]:
     """study.json's rounds, oldest first; a study.json written before rounds existed is one round."""
     if record.get("rounds"):
         return list(record["rounds"])
-    return [{"round": 1, **{k: record.get(k) for k in ("command", "set", "started", "ended", "study")}}]
+    ran_out = {"budget_ran_out": record["budget_ran_out"]} if "budget_ran_out" in record else {}  # else inferred
+    return [{"round": 1, **{k: record.get(k) for k in ("command", "set", "started", "ended", "study")}, **ran_out}]
 
 
 RUN_FLAGS = ("--extend", "--resume", "--overwrite")
+ROUND_OPTIONS = ("--top",)  # what one --extend round trains, with its value: not for the next command
 
 
 def command_with(command: str, flag: str | None = None, sets: dict | None = None) -> str:
-    """A run's command (study.json's) turned into another: its --extend/--resume/--overwrite replaced by
-    `flag`, and `--set KEY=VALUE` for each of `sets` in place of the same key's earlier value."""
+    """A run's command (study.json's) turned into another: its --extend/--resume/--overwrite (and a --top
+    N) replaced by `flag`, and `--set KEY=VALUE` for each of `sets` in place of the same key's earlier value."""
     sets = sets or {}
     words, kept = shlex.split(command), []
     i = 0
     while i < len(words):
         if words[i] in RUN_FLAGS:
             i += 1
+        elif words[i] in ROUND_OPTIONS:
+            i += 2
         elif words[i] == "--set" and i + 1 < len(words) and words[i + 1].partition("=")[0] in sets:
             i += 2
         else:
             kept.append(words[i])
             i += 1
     at = next((i + 1 for i, w in enumerate(kept) if w.endswith(".py")), len(kept))  # after the study file
-    kept[at:at] = [flag] if flag else []
+    kept[at:at] = flag.split() if flag else []  # e.g. "--extend --top 3"
     return shlex.join([*kept, *(a for key, value in sets.items() for a in ("--set", f"{key}={value}"))])
 
 
@@ -116,23 +121,52 @@ def configuration(config: dict) -> str:
     return json.dumps(without_seed(config), sort_keys=True, default=str)
 
 
-def trained(storage_path: str, rounds: int) -> list[dict]:
-    """The configs of every trial of rounds 1..`rounds`, one per seed: Ray's params.json in each trial folder."""
+def _trial_configs(storage_path: str, rounds: int) -> list[tuple[str, dict]]:
+    """(folder name, config) of every Ray trial of rounds 1..`rounds`: Ray's params.json in each trial folder."""
     found = []
     for number in range(1, rounds + 1):
         for trial_dir in storage.subfolders(f"{storage_path}/{experiment_name(number)}"):
             text = storage.read_text(f"{trial_dir}/params.json")
             if text:
-                config = json.loads(text)
-                seeds = config.pop(GROUP_KEY, None)  # a seed group trained each of its seeds
-                found += [{**config, "seed": seed} for seed in seeds] if seeds else [config]
+                found.append((trial_dir.rstrip("/").rpartition("/")[2], json.loads(text)))
     return found
 
 
-def plan_extension(study: Study, storage_path: str, record_now: dict) -> Extension:
+def trained(storage_path: str, rounds: int) -> list[dict]:
+    """The configs of every trial of rounds 1..`rounds`, one per seed (a seed group trained each of its seeds)."""
+    found = []
+    for _, config in _trial_configs(storage_path, rounds):
+        seeds = config.pop(GROUP_KEY, None)
+        found += [{**config, "seed": seed} for seed in seeds] if seeds else [config]
+    return found
+
+
+def best_configurations(storage_path: str, rounds: int, study: Study, top: int) -> list[str]:
+    """The `top` best configurations (`configuration` text) among those with a trial that ran every epoch
+    (trials.csv's `completed`), by the seed mean of `best_<metric>` (the report's order). A configuration ASHA
+    stopped is not among them: its seeds could not be compared with ones that ran every epoch."""
+    import pandas as pd
+
+    text = storage.read_text(f"{storage_path}/report/trials.csv")
+    metric = study.metric[0] if isinstance(study.metric, list) else study.metric
+    mode = study.mode[0] if isinstance(study.mode, list) else study.mode
+    table = pd.read_csv(io.StringIO(text or "trial_id,outcome\n"), dtype={"trial_id": str, "group": str})
+    if f"best_{metric}" not in table:
+        return []
+    done = table[(table["outcome"] == "completed") & table[f"best_{metric}"].notna()]
+    ray_ids = done["group"].fillna(done["trial_id"]) if "group" in done else done["trial_id"]
+    # Ray names a trial's folder <trainable>_<trial id>_<tag>_<date>: its trial id between underscores
+    folders = {name: configuration(config) for name, config in _trial_configs(storage_path, rounds)}
+    keys = [next((key for name, key in folders.items() if f"_{ray_id}_" in f"{name}_"), None) for ray_id in ray_ids]
+    means = done.assign(key=keys).dropna(subset=["key"]).groupby("key")[f"best_{metric}"].mean()
+    return list(means.sort_values(ascending=mode == "min", kind="stable").index[:top])
+
+
+def plan_extension(study: Study, storage_path: str, record_now: dict, top: int | None = None) -> Extension:
     """What a --extend of the study in `storage_path` trains, or an HpoError (exit 2) that says why it
     cannot: no finished study there, a round not finished, a change that would mix two studies, a search
-    this version cannot continue, nothing new to train. Reads the study folder; writes nothing."""
+    this version cannot continue, nothing new to train. `top`: only the missing seeds of that many best
+    configurations (best_configurations), no new ones. Reads the study folder; writes nothing."""
     text = storage.read_text(f"{storage_path}/report/study.json")
     if text is None:
         raise HpoError(f"--extend: there is no study '{study.name}' in {storage_path} to extend (no "
@@ -143,8 +177,9 @@ def plan_extension(study: Study, storage_path: str, record_now: dict) -> Extensi
         raise HpoError(f"--extend: {storage_path}/report/study.json cannot be read ({e}).") from None
     rounds = rounds_of(record)
     last = rounds[-1]["round"]
-    unfinished = _unfinished_trials(storage_path)
-    if record.get("ended") is None or unfinished:
+    unfinished = _unfinished_trials(storage_path, last)
+    # A round its time budget ended is finished as far as it goes: its cut trials stay as they are.
+    if record.get("ended") is None or (unfinished and not _budget_ran_out(rounds[-1])):
         why = f"{unfinished} of its trials are not finished" if unfinished else "it did not run to its end"
         raise HpoError(f"--extend: round {last} of study '{study.name}' is not finished ({why}). Continue it "
                        f"first with: {resume_command(record.get('command') or 'python -m hpo.run STUDY.py')}")
@@ -179,7 +214,18 @@ def plan_extension(study: Study, storage_path: str, record_now: dict) -> Extensi
         points = tuple({**config, "seed": seed} for key, config in drawn.items() for seed in range(study.seeds)
                        if (key, seed) not in done)
         new_configs = max(0, study.num_samples - len(drawn))
+    if top is not None:
+        best = best_configurations(storage_path, last, study, top)
+        if not best:
+            raise HpoError(f"--extend --top: no configuration of study '{study.name}' ran every epoch (ASHA or "
+                           "the time budget stopped them all), so none can be ranked for more seeds.")
+        points = tuple(c for c in points if configuration(c) in best)
+        new_configs = 0
     if not points and not new_configs:
+        if top is not None:
+            raise HpoError(f"--extend --top {top}: nothing to add: the {len(best)} best configurations of study "
+                           f"'{study.name}' have seeds 0-{study.seeds - 1}. Ask for more, e.g. --set "
+                           f"seeds={study.seeds + 2}.")
         more = (f"seeds={study.seeds + 2}, or add grid values to the space" if not SEARCHES[study.search].samples
                 else f"num_samples={study.num_samples * 2} (the total number of configurations), or "
                      f"seeds={study.seeds + 2}")
@@ -188,12 +234,26 @@ def plan_extension(study: Study, storage_path: str, record_now: dict) -> Extensi
     return Extension(number=last + 1, points=points, earlier_trials=len(earlier), new_configs=new_configs)
 
 
-def _unfinished_trials(storage_path: str) -> int:
-    """Trials of the report whose outcome is not final (running, pending, interrupted)."""
+def _budget_ran_out(round_record: dict) -> bool:
+    """The round's time budget ended it (study.json's `budget_ran_out`; for a study.json written before that
+    key, the round lasted its whole budget)."""
+    if "budget_ran_out" in round_record:
+        return bool(round_record["budget_ran_out"])
+    budget = (round_record.get("study") or {}).get("time_budget_min")
+    started, ended = round_record.get("started"), round_record.get("ended")
+    if not (budget and started and ended):
+        return False
+    return (datetime.fromisoformat(ended) - datetime.fromisoformat(started)).total_seconds() >= budget * 60
+
+
+def _unfinished_trials(storage_path: str, round_number: int) -> int:
+    """Trials of a round whose outcome is not final (running, pending, interrupted)."""
     import pandas as pd
 
     text = storage.read_text(f"{storage_path}/report/trials.csv")
     if not text:
         return 0
-    outcomes = pd.read_csv(io.StringIO(text), usecols=["outcome"], dtype=str)["outcome"]
-    return int((~outcomes.isin(FINAL)).sum())
+    table = pd.read_csv(io.StringIO(text), dtype=str)
+    if "round" in table:  # a trials.csv written before rounds existed is round 1
+        table = table[table["round"].astype(float) == round_number]
+    return int((~table["outcome"].isin(FINAL)).sum())

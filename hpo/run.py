@@ -46,6 +46,7 @@ class RunOptions:
     resume: bool = False
     overwrite: bool = False
     extend: bool = False  # a new round of a finished study (hpo.rounds)
+    top: int | None = None  # that round: only the missing seeds of the N best configurations, every epoch
     address: str | None = None
     storage: str | None = None
     gpus_per_trial: float | None = None  # None: 0.25 where the cluster has GPUs, else 0
@@ -81,6 +82,7 @@ class RunOptions:
         options += ["--max-concurrent", str(self.max_concurrent)] if self.max_concurrent is not None else []
         options += ["--max-failures", str(self.max_failures)] if self.max_failures != 2 else []
         flag = ["--resume"] if resume else ["--extend"] if self.extend else []
+        flag += ["--top", str(self.top)] if self.top is not None and not resume else []  # restore knows it
         return shlex.join(["python", "-m", "hpo.run", self.study_file, *flag, *options])
 
 
@@ -107,6 +109,9 @@ def parse_args(argv=None) -> RunOptions:
                    help="a finished study: train what it lacks after --set seeds=N, --set num_samples=N (a "
                         "search continues) or new grid values, in the same folder, and pool everything in one "
                         "report (docs/running.md)")
+    p.add_argument("--top", type=int, metavar="N",
+                   help="with --extend: only the missing seeds of the N best configurations that ran every "
+                        "epoch, each to the last epoch (no early stopping, no new configurations)")
     p.add_argument("--address", help="join a running Ray cluster (e.g. 127.0.0.1:6379 or auto)")
     p.add_argument("--storage", help="shared storage for a cluster: a path every node sees, or s3://...")
     p.add_argument("--gpus-per-trial", type=float,
@@ -127,7 +132,7 @@ def parse_args(argv=None) -> RunOptions:
                    help="print a line per epoch of every trial instead of the live status")
     a = p.parse_args(argv)
     return RunOptions(study_file=a.study, results=a.results, data_dir=a.data_dir, smoke=a.smoke, resume=a.resume,
-                      overwrite=a.overwrite, extend=a.extend, address=a.address, storage=a.storage,
+                      overwrite=a.overwrite, extend=a.extend, top=a.top, address=a.address, storage=a.storage,
                       gpus_per_trial=a.gpus_per_trial, cpus_per_trial=a.cpus_per_trial, max_concurrent=a.max_concurrent,
                       max_failures=a.max_failures, overrides=tuple(a.set), analysis=not a.no_analysis,
                       verbose=a.verbose, trackers=tuple(a.log),
@@ -321,9 +326,12 @@ def with_round(p: Plan) -> Plan:
         other = "--resume" if options.resume else "--overwrite"
         raise HpoError(f"--extend and {other} contradict each other: --extend adds a round to a finished study, "
                        "--resume continues an interrupted round, --overwrite starts again. Choose one.")
+    if options.top is not None and (not options.extend or options.top < 1):
+        raise HpoError(f"--top {options.top}: --top N (N >= 1) chooses what a --extend round trains: the missing "
+                       "seeds of the N best configurations, e.g. `--extend --top 3 --set seeds=5`.")
     if options.extend:
         record = json.loads(json.dumps(p.record(), default=str))  # as study.json holds it
-        extension = rounds.plan_extension(p.study, p.storage_path, record)
+        extension = rounds.plan_extension(p.study, p.storage_path, record, top=options.top)
         return dataclasses.replace(p, round=extension.number, points=extension.points,
                                    new_configs=extension.new_configs, earlier_trials=extension.earlier_trials,
                                    round_trials=extension.trials(p.study.seeds))
@@ -498,10 +506,12 @@ def build_tuner(p: Plan, trainable, callbacks=()):
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         failure_config=tune.FailureConfig(max_failures=options.max_failures))
     # A multi-objective study's metrics go to OptunaSearch itself (hpo.registry); Ray Tune takes one.
+    # --top's seeds run every epoch, as the best configurations' first seeds did: compared on equal terms.
+    scheduler = "fifo" if options.top else study.scheduler
     single = not isinstance(study.metric, list)
     tune_config = tune.TuneConfig(metric=study.metric if single else None, mode=study.mode if single else None,
                                   search_alg=search_alg,
-                                  scheduler=SCHEDULERS[study.scheduler].build(study), num_samples=num_samples,
+                                  scheduler=SCHEDULERS[scheduler].build(study), num_samples=num_samples,
                                   max_concurrent_trials=max_concurrent,
                                   time_budget_s=study.time_budget_min and study.time_budget_min * 60,
                                   reuse_actors=True)
@@ -605,8 +615,9 @@ def execute(p: Plan) -> int:
         studydir.prepare_study_dir(p)
         this_round = (f", round {p.round}: {p.planned_trials} new trials beside the {p.earlier_trials} of rounds "
                       f"1-{p.round - 1}" if p.round > 1 else f": {p.planned_trials} trials")
-        print(f"Study {study.name}{this_round} of at most {study.epochs} epochs "
-              f"({study.search} search, {study.scheduler} scheduler) -> {p.study_dir}", flush=True)
+        how = (f"the missing seeds of the {options.top} best configurations, no early stopping" if options.top
+               else f"{study.search} search, {study.scheduler} scheduler")
+        print(f"Study {study.name}{this_round} of at most {study.epochs} epochs ({how}) -> {p.study_dir}", flush=True)
         trackers = tracker_callbacks(p)
         start_ray(options)
         stop.install()

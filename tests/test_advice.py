@@ -82,7 +82,12 @@ def test_a_search_that_stopped_improving_or_still_improves(tmp_path):
     (late,) = [a for a in search("late", 7) if "search found" in a.reason]
     assert "late, in trial 8 of 8" in late.reason
     assert late.command == "python -m hpo.run studies/late.py --extend --set num_samples=16"
-    assert not [a for a in search("middle", 4) if "search found" in a.reason]
+    middle = search("middle", 4)
+    assert not [a for a in middle if "search found" in a.reason]
+    # one seed each: the 3 best re-run with 5 seeds, to the last epoch (--top), whatever the search's progress
+    (top,) = [a for a in middle if "best configurations have" in a.reason]
+    assert "1 seed each" in top.reason and "3 best that ran every epoch" in top.reason
+    assert top.command == "python -m hpo.run studies/middle.py --extend --top 3 --set seeds=5"
 
 
 def test_asha_stopped_a_trial_as_good_as_the_best_at_its_rung(tmp_path):

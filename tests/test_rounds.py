@@ -54,11 +54,14 @@ def test_extend_adds_seeds_and_grid_values_and_pools_every_round(tmp_path, fake_
                            (["--smoke"], "--smoke was off, now on"),
                            ([], "nothing to add"),
                            (["--resume"], "contradict"),
-                           (["--set", "scheduler=asha"], "scheduler was 'fifo', now 'asha'")]:
+                           (["--set", "scheduler=asha"], "scheduler was 'fifo', now 'asha'"),
+                           (["--top", 0], "--top 0: --top N (N >= 1)")]:
         code, err = refused(study, *common, "--extend", *args)
         assert code == 2 and expected in err, (args, err)
     code, err = refused(study, "--results", tmp_path / "elsewhere", "--data-dir", fake_mnist_dir, "--extend")
     assert code == 2 and "no study 'rounds'" in err and "Run it first" in err
+    code, err = refused(study, *common, "--top", 2)
+    assert code == 2 and "--top 2: --top N (N >= 1) chooses what a --extend round trains" in err, err
     assert files(results) == before
 
     # Round 2: seeds 2-4. The driver is killed (with its Ray) once round 2's first trial has reported an
@@ -138,17 +141,20 @@ def games_howell_pair(a, b, k: int) -> float:
 
 
 def finished_study(folder: Path, study, trials: list[dict], ended="2026-12-05T12:00:00+00:00") -> None:
-    """A study folder as a finished round 1 leaves it: study.json, trials.csv, Ray's params.json per trial."""
+    """A study folder as a finished round 1 leaves it: study.json, trials.csv (a trial's `outcome` and
+    `best_val_acc` from its dict), Ray's params.json per trial in a folder named as Ray names it."""
     report_dir = folder / "report"
     report_dir.mkdir(parents=True)
     record = {"study": study.to_json(), "smoke": False, "ended": ended, "command": "python -m hpo.run s.py",
               "data": {"dataset": study.dataset, "train_images": 300, "test_images": 100}}
     (report_dir / "study.json").write_text(json.dumps(record, default=str))
-    pd.DataFrame([{"trial_id": f"t{i}", "outcome": t.pop("outcome", "completed")} for i, t in enumerate(trials)]
+    pd.DataFrame([{"trial_id": f"ab12c_{i:05d}", "outcome": t.pop("outcome", "completed"),
+                   "best_val_acc": t.pop("best_val_acc", 0.5)} for i, t in enumerate(trials)]
                  ).to_csv(report_dir / "trials.csv", index=False)
     for i, config in enumerate(trials):
-        (folder / "experiment" / f"train_{i}").mkdir(parents=True)
-        (folder / "experiment" / f"train_{i}" / "params.json").write_text(json.dumps(config))
+        trial_dir = folder / "experiment" / f"train_ab12c_{i:05d}_{i}_lr={config.get('lr')}_2026-12-05_12-00-00"
+        trial_dir.mkdir(parents=True)
+        (trial_dir / "params.json").write_text(json.dumps(config))
 
 
 def test_an_extension_trains_only_what_no_round_has(tmp_path):
@@ -203,6 +209,44 @@ def test_an_extension_trains_only_what_no_round_has(tmp_path):
     with pytest.raises(HpoError, match="random values inside a grid"):
         plan_extension(inside_grid, str(tmp_path / "rg"), record(inside_grid))
 
+    # --top: the missing seeds of the best configurations that ran every epoch, no new configurations
+    ranked = Study(name="r", dataset="mnist", model="lenet5", search="optuna", num_samples=4, scheduler="asha",
+                   space={"lr": tune.loguniform(1e-3, 1e-1)})
+    finished_study(tmp_path / "r", ranked, [
+        {"lr": 0.01, "best_val_acc": 0.80}, {"lr": 0.02, "best_val_acc": 0.90},
+        {"lr": 0.03, "best_val_acc": 0.95, "outcome": "stopped_early"}, {"lr": 0.04, "best_val_acc": 0.85}])
+    three_seeds = Study(name="r", dataset="mnist", model="lenet5", search="optuna", num_samples=8, seeds=3,
+                        scheduler="asha", space=ranked.space)
+    extension = plan_extension(three_seeds, str(tmp_path / "r"), record(three_seeds), top=2)
+    assert sorted((c["lr"], c["seed"]) for c in extension.points) == [(0.02, 1), (0.02, 2), (0.04, 1), (0.04, 2)]
+    assert extension.new_configs == 0 and extension.trials(seeds=3) == 4
+    assert len(plan_extension(three_seeds, str(tmp_path / "r"), record(three_seeds), top=9).points) == 6
+    with pytest.raises(HpoError, match="--top 2: nothing to add: the 2 best.*seeds=3"):
+        plan_extension(ranked, str(tmp_path / "r"), record(ranked), top=2)
+    finished_study(tmp_path / "cut_short", ranked, [{"lr": 0.01, "outcome": "stopped_early"}])
+    with pytest.raises(HpoError, match="no configuration of study 'r' ran every epoch"):
+        plan_extension(three_seeds, str(tmp_path / "cut_short"), record(three_seeds), top=2)
+
+    # A round its time budget ended: its cut trials stay as they are (study.json says so, or for a study.json
+    # written before `budget_ran_out`, the round lasted its whole budget).
+    budgeted = Study(name="b", dataset="mnist", model="lenet5", seeds=2, time_budget_min=30,
+                     space={"lr": tune.grid_search([0.1, 0.01])})
+    finished_study(tmp_path / "b", budgeted, [{"lr": 0.1, "seed": 0}, {"lr": 0.1, "seed": 1, "outcome": "interrupted"}])
+    study_json = tmp_path / "b" / "report" / "study.json"
+    meta = json.loads(study_json.read_text())
+    for started, ran_out in (("2026-12-05T11:30:00+00:00", True), ("2026-12-05T11:45:00+00:00", False)):
+        study_json.write_text(json.dumps({**meta, "started": started}))  # ended 12:00
+        if ran_out:
+            assert sorted((c["lr"], c["seed"]) for c in plan_extension(budgeted, str(tmp_path / "b"),
+                                                                       record(budgeted)).points) == [(0.01, 0),
+                                                                                                     (0.01, 1)]
+        else:
+            with pytest.raises(HpoError, match="1 of its trials are not finished"):
+                plan_extension(budgeted, str(tmp_path / "b"), record(budgeted))
+    study_json.write_text(json.dumps({**meta, "budget_ran_out": False, "started": "2026-12-05T11:00:00+00:00"}))
+    with pytest.raises(HpoError, match="1 of its trials are not finished"):
+        plan_extension(budgeted, str(tmp_path / "b"), record(budgeted))
+
     finished_study(tmp_path / "cut", grid, [{"lr": 0.1, "momentum": 0.9, "seed": 0, "outcome": "interrupted"}])
     with pytest.raises(HpoError, match=r"round 1 .* \(1 of its trials.*: python -m hpo.run s.py --resume$"):
         plan_extension(wider, str(tmp_path / "cut"), record(wider))
@@ -230,41 +274,10 @@ def test_commands_for_the_next_round():
     assert command_with(ran, "--extend", {"seeds": 8}) == ("python -m hpo.run 'studies/my study.py' --extend "
                                                            "--results r --set lr=0.1 --set seeds=8")
     assert command_with("python -m hpo.run s.py --overwrite", "--extend") == "python -m hpo.run s.py --extend"
-
-
-@pytest.mark.slow
-def test_extend_continues_an_optuna_search_and_adds_seeds(tmp_path, fake_mnist_dir):
-    """6 TPE trials, then --extend to 9 configurations with 2 seeds each: seed 1 of the 6 (fixed points) and 3
-    new configurations (2 seeds each) that Optuna's TPE suggests from the same study in the journal."""
-    import optuna
-
-    study = write_study(tmp_path, """
-        study = Study(name="tpe", dataset="mnist", model="mnist_cnn", search="optuna", num_samples=6,
-                      space={"lr": tune.loguniform(1e-3, 1e-1), "momentum": 0.5}, epochs=2)
-    """)
-    results = tmp_path / "results"
-    common = ["--results", results, "--data-dir", fake_mnist_dir, "--no-analysis", "--max-concurrent", 1]
-    hpo_run(study, *common)
-    out = hpo_run(study, *common, "--extend", "--set", "num_samples=9", "--set", "seeds=2")
-    assert "round 2: 12 new trials beside the 6 of rounds 1-1" in out.stdout, out.stdout
-
-    trials, epochs, meta = report(results, "tpe")
-    assert len(trials) == 18 and trials["trial_id"].is_unique and set(trials["outcome"]) == {"completed"}
-    per_config = trials.groupby("config/lr")["seed"].apply(sorted)
-    assert len(per_config) == 9 and all(seeds == [0, 1] for seeds in per_config), per_config
-    first = set(trials.loc[trials["round"] == 1, "config/lr"])
-    assert set(trials.loc[(trials["round"] == 2) & (trials["seed"] == 1), "config/lr"]) >= first
-
-    journal = optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(results / "tpe" / "optuna.journal")))
-    (summary,) = optuna.get_all_study_summaries(journal)  # one Optuna study for both rounds
-    ot_trials = optuna.load_study(study_name=summary.study_name, storage=journal).get_trials()
-    assert [t.number for t in ot_trials] == list(range(9))  # the fixed points are not Optuna's
-    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in ot_trials)
-    # The 7th suggestion was drawn from the study that held the first six, finished.
-    assert max(t.datetime_complete for t in ot_trials[:6]) <= ot_trials[6].datetime_start
-    assert {round(t.params["lr"], 12) for t in ot_trials[:6]} == {round(v, 12) for v in first}
-    assert not {round(t.params["lr"], 12) for t in ot_trials[6:]} & {round(v, 12) for v in first}
+    topped = "python -m hpo.run s.py --extend --top 3 --set seeds=5"  # --top belongs to its round alone
+    assert resume_command(topped) == "python -m hpo.run s.py --resume --set seeds=5"
+    assert command_with(topped, "--extend --top 2", {"seeds": 8}) == ("python -m hpo.run s.py --extend --top 2 "
+                                                                      "--set seeds=8")
 
 
 def test_a_grid_of_seed_groups_extends_seed_by_seed():

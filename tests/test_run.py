@@ -261,10 +261,16 @@ def test_time_budget_ends_the_study_and_says_what_did_not_finish(tmp_path, fake_
     """)
     out = hpo_run(study, "--results", tmp_path / "results", "--data-dir", fake_mnist_dir, "--no-analysis",
                   "--max-concurrent", 1).stdout
-    trials, epochs, _ = report(tmp_path / "results", "budget")
+    trials, epochs, meta = report(tmp_path / "results", "budget")
     assert "completed" not in set(trials["outcome"]) and len(epochs) > 0
     assert "interrupted" in set(trials["outcome"]) and set(trials["outcome"]) <= {"interrupted", "pending"}
     assert "time budget ran out" in out, out
+    # Finished as far as its budget went: --extend takes it as it is (its cut trials stay cut).
+    assert meta["budget_ran_out"] is True and meta["rounds"][0]["budget_ran_out"] is True
+    from hpo.run import parse_args, plan
+    extension = plan(parse_args([str(study), "--results", str(tmp_path / "results"), "--data-dir",
+                                 str(fake_mnist_dir), "--extend", "--set", "seeds=2"]))
+    assert extension.round == 2 and sorted({c["seed"] for c in extension.points}) == [0, 1]
 
 
 def test_live_report_is_rewritten_while_the_study_runs(tmp_path, fake_mnist_dir):

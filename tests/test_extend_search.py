@@ -1,0 +1,73 @@
+"""--extend of a search (hpo/rounds.py): an Optuna search continued from its journal, and --top's seeds of a
+search's best configurations, through the real CLI and real Ray Tune on small datasets in the real IDX format.
+(Beside tests/test_rounds.py, in a file of their own so that pytest-xdist runs them in parallel with it.)"""
+
+from __future__ import annotations
+
+import pytest
+
+from test_run import hpo_run, report, write_study
+
+
+@pytest.mark.slow
+def test_extend_continues_an_optuna_search_and_adds_seeds(tmp_path, fake_mnist_dir):
+    """6 TPE trials, then --extend to 9 configurations with 2 seeds each: seed 1 of the 6 (fixed points) and 3
+    new configurations (2 seeds each) that Optuna's TPE suggests from the same study in the journal."""
+    import optuna
+
+    study = write_study(tmp_path, """
+        study = Study(name="tpe", dataset="mnist", model="mnist_cnn", search="optuna", num_samples=6,
+                      space={"lr": tune.loguniform(1e-3, 1e-1), "momentum": 0.5}, epochs=2)
+    """)
+    results = tmp_path / "results"
+    common = ["--results", results, "--data-dir", fake_mnist_dir, "--no-analysis", "--max-concurrent", 1]
+    hpo_run(study, *common)
+    out = hpo_run(study, *common, "--extend", "--set", "num_samples=9", "--set", "seeds=2")
+    assert "round 2: 12 new trials beside the 6 of rounds 1-1" in out.stdout, out.stdout
+
+    trials, epochs, meta = report(results, "tpe")
+    assert len(trials) == 18 and trials["trial_id"].is_unique and set(trials["outcome"]) == {"completed"}
+    per_config = trials.groupby("config/lr")["seed"].apply(sorted)
+    assert len(per_config) == 9 and all(seeds == [0, 1] for seeds in per_config), per_config
+    first = set(trials.loc[trials["round"] == 1, "config/lr"])
+    assert set(trials.loc[(trials["round"] == 2) & (trials["seed"] == 1), "config/lr"]) >= first
+
+    journal = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(results / "tpe" / "optuna.journal")))
+    (summary,) = optuna.get_all_study_summaries(journal)  # one Optuna study for both rounds
+    ot_trials = optuna.load_study(study_name=summary.study_name, storage=journal).get_trials()
+    assert [t.number for t in ot_trials] == list(range(9))  # the fixed points are not Optuna's
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in ot_trials)
+    # The 7th suggestion was drawn from the study that held the first six, finished.
+    assert max(t.datetime_complete for t in ot_trials[:6]) <= ot_trials[6].datetime_start
+    assert {round(t.params["lr"], 12) for t in ot_trials[:6]} == {round(v, 12) for v in first}
+    assert not {round(t.params["lr"], 12) for t in ot_trials[6:]} & {round(v, 12) for v in first}
+
+
+@pytest.mark.slow
+def test_extend_top_reruns_the_best_configurations_with_seeds_to_the_last_epoch(tmp_path, fake_mnist_dir):
+    """A random search with ASHA (rungs at epochs 1 and 2 of 3), then `--extend --top 2 --set seeds=3`: seeds 1
+    and 2 of the two best configurations that ran every epoch, and each of them runs every epoch (ASHA,
+    which halves at every rung, would stop about half of them)."""
+    study = write_study(tmp_path, """
+        study = Study(name="top", dataset="mnist", model="mnist_cnn", search="random", num_samples=5,
+                      scheduler="asha", grace_period=1, reduction_factor=2,
+                      space={"lr": tune.loguniform(1e-3, 0.3), "momentum": 0.5}, epochs=3)
+    """)
+    results = tmp_path / "results"
+    common = ["--results", results, "--data-dir", fake_mnist_dir, "--no-analysis", "--max-concurrent", 1]
+    hpo_run(study, *common)
+    first, _, _ = report(results, "top")
+    done = first[first["outcome"] == "completed"].sort_values("best_val_acc", ascending=False)
+    assert len(done) >= 2, first[["outcome", "epochs_run"]]
+    out = hpo_run(study, *common, "--extend", "--top", 2, "--set", "seeds=3")
+    assert "round 2: 4 new trials beside the 5 of rounds 1-1" in out.stdout, out.stdout
+    assert "the missing seeds of the 2 best configurations, no early stopping" in out.stdout
+
+    trials, _, meta = report(results, "top")
+    second = trials[trials["round"] == 2]
+    assert sorted(second["seed"]) == [1, 1, 2, 2]
+    chosen = done["config/lr"].isin(second["config/lr"])  # the two best (ties on these tiny splits either way)
+    assert chosen.sum() == 2 and done[chosen]["best_val_acc"].min() >= done[~chosen]["best_val_acc"].max(), done
+    assert set(second["outcome"]) == {"completed"} and set(second["epochs_run"]) == {3}, second
+    assert "study.py --extend --top 2 " in meta["rounds"][1]["command"]  # the round's own command
