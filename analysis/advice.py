@@ -56,6 +56,8 @@ def _more_seeds(data: StudyData, table: pd.DataFrame, power: dict) -> list[Advic
     """The seeds per configuration that would separate the best from the runner-up, where the test has not."""
     if len(table) < 2 or table.loc[1, "verdict"] == "worse" or not power.get("runner_up_diff"):
         return []
+    if not math.isfinite(power.get("runner_up_std", math.nan)):
+        return []  # one seed each: no spread to size seeds by (_top_seeds runs more of a search's best)
     needed, seeds = power["runner_up_seeds"], power["seeds"]
     best, runner = (fmt.settings(data.varied_keys, table.iloc[i], data.name) for i in (0, 1))
     gap = (f"The runner-up ({runner}) is {fmt.amount(data.target, power['runner_up_diff'])} from the best ({best})"

@@ -84,6 +84,7 @@ def test_a_search_that_stopped_improving_or_still_improves(tmp_path):
     assert late.command == "python -m hpo.run studies/late.py --extend --set num_samples=16"
     middle = search("middle", 4)
     assert not [a for a in middle if "search found" in a.reason]
+    assert not [a for a in middle if "seeds per configuration" in a.reason]  # one seed: no spread to size by
     # one seed each: the 3 best re-run with 5 seeds, to the last epoch (--top), whatever the search's progress
     (top,) = [a for a in middle if "best configurations have" in a.reason]
     assert "1 seed each" in top.reason and "3 best that ran every epoch" in top.reason
