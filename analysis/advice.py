@@ -69,6 +69,10 @@ def _more_seeds(data: StudyData, table: pd.DataFrame, power: dict) -> list[Advic
                        "two as equally good.")]
     if needed <= seeds or not _extendable(data):
         return []  # the power for one pair says the seeds suffice (the test over all pairs is stricter)
+    if data.search.samples:  # a search: the two alone (--top 2), not every configuration it drew
+        return [Advice(f"{gap}: {needed} seeds per configuration (now {seeds}) would separate them with "
+                       f"{stats.POWER:.0%} power. This trains the missing seeds of the two best that ran every "
+                       "epoch and pools them with the existing ones:", _command(data, {"seeds": needed}, top=2))]
     return [Advice(f"{gap}: {needed} seeds per configuration (now {seeds}) would separate them with "
                    f"{stats.POWER:.0%} power. This trains the missing seeds of every configuration and pools them "
                    "with the existing ones:", _command(data, {"seeds": needed}))]
@@ -155,6 +159,8 @@ def _search_progress(data: StudyData) -> list[Advice]:
     t = data.finished
     order = [c for c in ("round", "trial_id") if c in t]
     t = t.sort_values(order) if order else t  # Ray numbers a round's trials in the order it created them
+    # each configuration once, where the search drew it: the seeds --extend added later are not draws
+    t = t.drop_duplicates(subset=[c for c in data.key_columns if c in t], keep="first")
     if len(t) < MIN_SEARCH_TRIALS:
         return []
     values = t[data.target].to_numpy(dtype=float)

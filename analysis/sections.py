@@ -139,6 +139,17 @@ def _summary(data: StudyData) -> list[str]:
     return text
 
 
+def _cut_by_budget(data: StudyData) -> int:
+    """Interrupted trials of rounds that their time budget ended (hpo.rounds.budget_ran_out)."""
+    from hpo.rounds import budget_ran_out, rounds_of
+
+    if not data.meta or "outcome" not in data.trials:
+        return 0
+    cut_rounds = [r["round"] for r in rounds_of(data.meta) if budget_ran_out(r)]
+    rounds = data.trials["round"] if "round" in data.trials else pd.Series(1, index=data.trials.index)
+    return int(((data.trials["outcome"] == "interrupted") & rounds.isin(cut_rounds)).sum())
+
+
 def _trials_section(data: StudyData, figure_dir: Path, log) -> Section:
     counts = tables.outcome_table(data)
     n = counts.iloc[0].to_dict()
@@ -148,6 +159,11 @@ def _trials_section(data: StudyData, figure_dir: Path, log) -> Section:
     text.append(f"The tables below count the {finished} finished trials (completed, stopped early or diverged)"
                 " with a value of the metric.")
     unfinished = n.get("running", 0) + n.get("pending", 0) + n.get("interrupted", 0)
+    cut = _cut_by_budget(data)
+    if cut:
+        unfinished -= cut
+        text.append(f"Note: {cut} trials were cut by their round's time budget (`time_budget_min`): their numbers "
+                    "are not final and are left out of the tables (their epochs so far are in the learning curves).")
     if unfinished:
         text.append(f"Note: {unfinished} trials are running, pending or interrupted: their numbers are not final and"
                     " are left out of the tables (their epochs so far are in the learning curves). Run the analysis"

@@ -179,7 +179,7 @@ def plan_extension(study: Study, storage_path: str, record_now: dict, top: int |
     last = rounds[-1]["round"]
     unfinished = _unfinished_trials(storage_path, last)
     # A round its time budget ended is finished as far as it goes: its cut trials stay as they are.
-    if record.get("ended") is None or (unfinished and not _budget_ran_out(rounds[-1])):
+    if record.get("ended") is None or (unfinished and not budget_ran_out(rounds[-1])):
         why = f"{unfinished} of its trials are not finished" if unfinished else "it did not run to its end"
         raise HpoError(f"--extend: round {last} of study '{study.name}' is not finished ({why}). Continue it "
                        f"first with: {resume_command(record.get('command') or 'python -m hpo.run STUDY.py')}")
@@ -234,7 +234,7 @@ def plan_extension(study: Study, storage_path: str, record_now: dict, top: int |
     return Extension(number=last + 1, points=points, earlier_trials=len(earlier), new_configs=new_configs)
 
 
-def _budget_ran_out(round_record: dict) -> bool:
+def budget_ran_out(round_record: dict) -> bool:
     """The round's time budget ended it (study.json's `budget_ran_out`; for a study.json written before that
     key, the round lasted its whole budget)."""
     if "budget_ran_out" in round_record:

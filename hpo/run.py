@@ -689,7 +689,7 @@ def done_message(p: Plan, writer) -> str:
     trials, study = writer.counts, p.study
     unfinished = trials["total"] - sum(trials[k] for k in FINAL)
     budget = (f", {unfinished} not finished when the {study.time_budget_min:g}-minute time budget ran out"
-              if study.time_budget_min and unfinished else "")
+              if writer.meta.get("budget_ran_out") and unfinished else "")
     cut = f", {trials['interrupted']} interrupted" if trials["interrupted"] else ""
     note = ""
     if writer.utilisation is not None and writer.utilisation < 0.7 and trials["total"] > 1:

@@ -91,6 +91,43 @@ def test_a_search_that_stopped_improving_or_still_improves(tmp_path):
     assert top.command == "python -m hpo.run studies/middle.py --extend --top 3 --set seeds=5"
 
 
+def test_a_search_extended_by_top_is_judged_by_its_draws_and_its_two_best(tmp_path):
+    """After `--extend --top`, the later seeds are not draws of the search (its best still came early), and
+    more seeds for the best two of a search train those two alone (--top 2), not every configuration."""
+    draws = [0.80, 0.95, 0.94, 0.81, 0.82, 0.83, 0.84, 0.85]  # the best drawn second, the runner-up third
+    trials = [trial(f"t_{i:05d}", {"lr": 0.001 * (i + 1)}, 0, acc, epochs=3) for i, acc in enumerate(draws)]
+    trials += [trial(f"u_{s:05d}{i}", {"lr": 0.001 * (i + 1)}, s, draws[i] + 0.01 * (-1) ** s, epochs=3)
+               for i in (1, 2) for s in (1, 2)]  # round 2: seeds 1-2 of the two best, within noise of each other
+    for row, epochs in trials:
+        row["round"] = 2 if row["trial_id"].startswith("u") else 1
+    folder = study_with(tmp_path / "topped", trials, ["lr"], search="optuna", space={"lr": {"uniform": [0.0, 1.0]}},
+                        fields={"num_samples": 8, "seeds": 3})
+    found = advice_of(folder)
+    (progress,) = [a.reason for a in found if "search found" in a.reason]
+    assert "found its best in trial 2 of its 8" in progress, progress
+    (seeds,) = [a for a in found if "seeds per configuration" in a.reason]
+    assert "the two best that ran every epoch" in seeds.reason
+    assert seeds.command.startswith("python -m hpo.run studies/topped.py --extend --top 2 --set seeds="), seeds
+
+
+def test_trials_cut_by_a_time_budget_are_said_so(tmp_path):
+    """A round its time_budget_min ended: its interrupted trials are 'cut by the time budget', not a study
+    to --resume."""
+    trials = [trial(f"t{i}", {"lr": lr}, s, acc + 0.01 * s, epochs=3) for i, (lr, acc) in
+              enumerate([(0.1, 0.9), (0.01, 0.8)]) for s in range(3)]
+    trials.append(trial("cut", {"lr": 0.001}, 0, 0.5, epochs=1, outcome="interrupted"))
+    folder = study_with(tmp_path / "budget", trials, ["lr"], {"lr": {"grid_search": [0.1, 0.01, 0.001]}},
+                        fields={"time_budget_min": 60})  # started 09:00, ended 10:00: the budget ran out
+    analyse(folder, log=lambda _: None)
+    text = (folder / "report" / "report.md").read_text()
+    assert "1 trials were cut by their round's time budget" in text and "--resume" not in text, text[:3000]
+    meta = json.loads((folder / "report" / "study.json").read_text())
+    (folder / "report" / "study.json").write_text(json.dumps({**meta, "budget_ran_out": False}))
+    analyse(folder, log=lambda _: None)
+    text = (folder / "report" / "report.md").read_text()
+    assert "cut by their round's time budget" not in text and "1 trials are running, pending or interrupted" in text
+
+
 def test_asha_stopped_a_trial_as_good_as_the_best_at_its_rung(tmp_path):
     best = trial("a", {"lr": 0.1}, 0, 0.95, epochs=9)
     weak = trial("b", {"lr": 0.2}, 0, 0.50, epochs=3, outcome="stopped_early")
