@@ -14,8 +14,9 @@ from ray import tune
 from hpo import Study
 
 # Budget: 30 minutes (time_budget_min) of up to 20 trials of at most 15 epochs, ASHA rungs at
-# epochs 3 and 9. On 2 CPU cores (2 trials at a time) about 14 trials finish in 30 minutes: the
-# widest nets cost ~38 s an epoch. docs/RESULTS.md has the measured run, and the first budget
+# epochs 3 and 9. On 2 CPU cores (2 trials at a time) 13-14 trials finish in 30 minutes: the
+# widest nets cost 22-38 s an epoch. docs/RESULTS.md has the measured runs (and the 3 best re-run with
+# 5 seeds each: `--extend --top 3 --set seeds=5 --set time_budget_min=90`), and the first budget
 # (30 x 12 epochs, feature maps up to 16), which plateaued at 91.3% with every leader at the widest net.
 study = Study(
     name="fashion_lenet5_tpe",
