@@ -115,6 +115,8 @@ def _space_value(v) -> str:
 
 def _summary(data: StudyData) -> list[str]:
     """The opening lines: what the study is, and whether it is over."""
+    from hpo.rounds import top_of
+
     s = data.study
     parts = [f"{k} {s[k]}" if k in ("epochs", "seeds") else str(s[k])
              for k in ("dataset", "model", "search", "scheduler", "epochs", "seeds") if s.get(k) is not None]
@@ -128,8 +130,15 @@ def _summary(data: StudyData) -> list[str]:
     rounds = data.meta.get("rounds") or []
     if len(rounds) > 1:
         per_round = data.trials["round"].value_counts() if "round" in data.trials else pd.Series(dtype=int)
-        said = "; ".join(f"round {r['round']}: {int(per_round.get(r['round'], 0))} trials"
-                         + (f" (--set {', '.join(r['set'])})" if r.get("set") else "") for r in rounds)
+
+        def options(r: dict) -> str:
+            top = top_of(r.get("command") or "")
+            said = [f"--top {top}"] if top else []
+            said += [f"--set {', '.join(r['set'])}"] if r.get("set") else []
+            return f" ({'; '.join(said)})" if said else ""
+
+        said = "; ".join(f"round {r['round']}: {int(per_round.get(r['round'], 0))} trials{options(r)}"
+                         for r in rounds)
         text.append(f"The results pool {len(rounds)} rounds of this study, each added by `python -m hpo.run "
                     f"STUDY.py --extend`: {said}. Every configuration is compared over the seeds of all rounds; "
                     f"the timeline shows round {rounds[-1]['round']}, the latest.")

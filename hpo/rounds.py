@@ -66,6 +66,13 @@ def command_with(command: str, flag: str | None = None, sets: dict | None = None
     return shlex.join([*kept, *(a for key, value in sets.items() for a in ("--set", f"{key}={value}"))])
 
 
+def top_of(command: str) -> int | None:
+    """The N of a round's `--top N` (what it trained: the missing seeds of the N best configurations)."""
+    words = shlex.split(command or "")
+    at = words.index("--top") + 1 if "--top" in words else len(words)
+    return int(words[at]) if at < len(words) else None
+
+
 def resume_command(command: str) -> str:
     """The command that continues a run started with `command` (its --extend becomes --resume)."""
     return command_with(command, "--resume")

@@ -109,6 +109,15 @@ def test_a_search_extended_by_top_is_judged_by_its_draws_and_its_two_best(tmp_pa
     assert "the two best that ran every epoch" in seeds.reason
     assert seeds.command.startswith("python -m hpo.run studies/topped.py --extend --top 2 --set seeds="), seeds
 
+    record = folder / "report" / "study.json"
+    rounds = [{"round": 1, "command": "python -m hpo.run studies/topped.py", "set": []},
+              {"round": 2, "command": "python -m hpo.run studies/topped.py --extend --top 2 --set seeds=3",
+               "set": ["seeds=3"]}]
+    record.write_text(json.dumps({**json.loads(record.read_text()), "rounds": rounds}))
+    analyse(folder, log=lambda _: None)
+    overview = (folder / "report" / "report.md").read_text()
+    assert "round 1: 8 trials; round 2: 4 trials (--top 2; --set seeds=3)" in overview, overview[:2000]
+
 
 def test_trials_cut_by_a_time_budget_are_said_so(tmp_path):
     """A round its time_budget_min ended: its interrupted trials are 'cut by the time budget', not a study

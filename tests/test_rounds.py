@@ -266,7 +266,7 @@ def test_study_json_without_rounds_is_one_round():
 
 
 def test_commands_for_the_next_round():
-    from hpo.rounds import command_with, resume_command
+    from hpo.rounds import command_with, resume_command, top_of
 
     ran = "python -m hpo.run 'studies/my study.py' --extend --results r --set seeds=3 --set lr=0.1"
     assert resume_command(ran) == "python -m hpo.run 'studies/my study.py' --resume --results r --set seeds=3 " \
@@ -275,6 +275,7 @@ def test_commands_for_the_next_round():
                                                            "--results r --set lr=0.1 --set seeds=8")
     assert command_with("python -m hpo.run s.py --overwrite", "--extend") == "python -m hpo.run s.py --extend"
     topped = "python -m hpo.run s.py --extend --top 3 --set seeds=5"  # --top belongs to its round alone
+    assert top_of(topped) == 3 and top_of(ran) is None and top_of("python -m hpo.run s.py --top") is None
     assert resume_command(topped) == "python -m hpo.run s.py --resume --set seeds=5"
     assert command_with(topped, "--extend --top 2", {"seeds": 8}) == ("python -m hpo.run s.py --extend --top 2 "
                                                                       "--set seeds=8")
