@@ -150,8 +150,8 @@ def trained(storage_path: str, rounds: int) -> list[dict]:
 
 def best_configurations(storage_path: str, rounds: int, study: Study, top: int) -> list[str]:
     """The `top` best configurations (`configuration` text) among those with a trial that ran every epoch
-    (trials.csv's `completed`), by the seed mean of `best_<metric>` (the report's order). A configuration ASHA
-    stopped is not among them: its seeds could not be compared with ones that ran every epoch."""
+    (trials.csv's `completed`), by the mean of `best_<metric>` over those trials. A configuration ASHA stopped
+    is not among them: its seeds could not be compared with ones that ran every epoch."""
     import pandas as pd
 
     text = storage.read_text(f"{storage_path}/report/trials.csv")
