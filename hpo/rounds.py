@@ -155,8 +155,7 @@ def best_configurations(storage_path: str, rounds: int, study: Study, top: int) 
     import pandas as pd
 
     text = storage.read_text(f"{storage_path}/report/trials.csv")
-    metric = study.metric[0] if isinstance(study.metric, list) else study.metric
-    mode = study.mode[0] if isinstance(study.mode, list) else study.mode
+    metric, mode = study.primary_metric, study.primary_mode
     table = pd.read_csv(io.StringIO(text or "trial_id,outcome\n"), dtype={"trial_id": str, "group": str})
     if f"best_{metric}" not in table:
         return []
