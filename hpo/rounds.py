@@ -3,7 +3,7 @@
 Round 1 is the study as first run: Ray's experiment in <study>/experiment. Each `--extend` is a round of its
 own, a Ray experiment in <study>/experiment-round<N> (so a `--resume` of an interrupted round works as for
 any run), that trains only what no earlier round trained: the configurations x seeds of the (edited) study
-that no earlier trial has, given to Ray's own variant generator as its `points_to_evaluate`; a search
+that no earlier trial has (a seed-grouped study's as one seed group per configuration: seed_groups); a search
 (Optuna's TPE or random sampler) also draws new configurations up to its `num_samples`, continuing the
 Optuna study in the study folder's journal (hpo.searchers.PointsFirst runs the fixed ones first). The report
 pools every round (trials.csv's and epochs.csv's `round` column, study.json's `rounds`), and the analysis
@@ -121,6 +121,16 @@ def configurations(study: Study) -> list[dict]:
 def without_seed(config: dict) -> dict:
     """A trial config's configuration: without its seed and Ray's own keys (a repeat index, a seed group)."""
     return {k: v for k, v in config.items() if k != "seed" and not k.startswith("__")}
+
+
+def seed_groups(points) -> list[dict]:
+    """A round's points (one per configuration and seed) as seed groups (hpo.trainable.SeedGroup): one per
+    configuration, with the list of its missing seeds, in the order the points came."""
+    groups: dict[str, dict] = {}
+    for point in points:
+        group = groups.setdefault(configuration(point), {**without_seed(point), GROUP_KEY: []})
+        group[GROUP_KEY].append(seed_of(point))
+    return list(groups.values())
 
 
 def configuration(config: dict) -> str:

@@ -30,7 +30,7 @@ from pathlib import Path
 from hpo import env, storage, studydir
 from hpo.errors import HpoError
 from hpo.registry import GROUP_KEY
-from hpo.rounds import experiment_name
+from hpo.rounds import experiment_name, seed_groups
 from hpo.study import (FINAL, SMOKE_EPOCHS, SMOKE_EVAL, SMOKE_FLOPS, SMOKE_TRAIN, SMOKE_TRIALS,
                        TRAINABLE_KEYS, RunSettings, Study, parse_overrides, possible_values)
 
@@ -198,7 +198,9 @@ class Plan:
         if self.round == 1:
             return self.study.ray_trials()
         if self.points or self.new_configs:
-            return len(self.points) + self.new_configs * (1 if self.study.seed_grouped else self.study.seeds)
+            grouped = self.study.seed_grouped
+            points = len(seed_groups(self.points)) if grouped else len(self.points)
+            return points + self.new_configs * (1 if grouped else self.study.seeds)
         return self.planned_trials
 
     @property
@@ -520,14 +522,21 @@ def build_tuner(p: Plan, trainable, callbacks=()):
 
 def extension_search(p: Plan, space: dict, search_alg, num_samples: int):
     """An --extend round's search (hpo.rounds): its fixed configurations (more seeds of earlier ones, new grid
-    points), each one trial, then for a search the new configurations it draws (`search_alg`, which continues
-    the Optuna study in the journal)."""
+    points), then for a search the new configurations it draws (`search_alg`, which continues the Optuna
+    study in the journal). In a seed-grouped study (Study.seed_grouped) a configuration's missing seeds are
+    one trial, as its first seeds were: ASHA judges them by their mean, and on a GPU they train fused."""
     from ray import tune
     from ray.tune.search import BasicVariantGenerator
 
-    from hpo.searchers import PointsFirst
+    from hpo.searchers import NoNewConfigurations, PointsFirst
 
-    points = [dict(c) for c in p.points]  # each one seed, never a seed group
+    grouped = p.study.seed_grouped
+    points = seed_groups(p.points) if grouped else [dict(c) for c in p.points]
+    if not p.new_configs and grouped:
+        # Not Ray's variant generator: it walks a point's list of seeds element by element (a TypeError).
+        # Each point is a whole trial config, so the space has nothing left to add.
+        space.clear()
+        return PointsFirst(NoNewConfigurations(), points), len(points)
     if not p.new_configs:
         space.pop(GROUP_KEY, None)
         # A key the space derives per trial (tune.sample_from: a bundle of hpo.variants) is in every point,
@@ -543,8 +552,9 @@ def extension_search(p: Plan, space: dict, search_alg, num_samples: int):
                                       max_concurrent=p.options.max_concurrent or 0), len(points))
     if not points:
         return search_alg, num_samples
-    ungrouped = [{**c, GROUP_KEY: None} for c in points]  # the space's seed group, overridden
-    return PointsFirst(search_alg, ungrouped), len(points) + num_samples
+    if not grouped:
+        points = [{**c, GROUP_KEY: None} for c in points]  # the space's seed group, overridden
+    return PointsFirst(search_alg, points), len(points) + num_samples
 
 
 def report_writer(p: Plan):

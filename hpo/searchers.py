@@ -4,6 +4,8 @@ hpo.run.build_tuner): they subclass Ray's."""
 
 from __future__ import annotations
 
+import pickle
+
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.search.searcher import Searcher
 from ray.tune.search.util import _set_search_properties_backwards_compatible
@@ -80,3 +82,25 @@ class PointsFirst(Searcher):
 
     def restore(self, checkpoint_path: str) -> None:
         self.searcher.restore(checkpoint_path)
+
+
+class NoNewConfigurations(Searcher):
+    """The searcher under PointsFirst in a round that draws no new configurations (a grid's, or --top's):
+    nothing to suggest. Saves an empty state, so that Ray's --resume finds the file it looks for."""
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        self._metric, self._mode = metric, mode
+        return True
+
+    def suggest(self, trial_id: str):
+        return Searcher.FINISHED
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        pass
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump({}, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        pass

@@ -1,12 +1,26 @@
-"""--extend of a search (hpo/rounds.py): an Optuna search continued from its journal, and --top's seeds of a
-search's best configurations, through the real CLI and real Ray Tune on small datasets in the real IDX format.
-(Beside tests/test_rounds.py, in a file of their own so that pytest-xdist runs them in parallel with it.)"""
+"""--extend of a search or of seed groups (hpo/rounds.py): an Optuna search continued from its journal, --top's
+seeds of a search's best configurations, and an ASHA grid's new seeds as seed groups, through the real CLI and
+real Ray Tune on small datasets in the real IDX format. (Beside tests/test_rounds.py, in a file of their own so
+that pytest-xdist runs them in parallel with it.)"""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+
 import pytest
 
-from test_run import hpo_run, report, write_study
+from test_run import ROOT, hpo_run, report, write_study
+
+
+def round_groups(trials, number: int) -> dict[str, list[int]]:
+    """The seeds of each Ray trial (trials.csv's `group`) of a round: every row of it must be in a seed group."""
+    rows = trials[trials["round"] == number]
+    assert rows["group"].notna().all(), rows[["trial_id", "group", "seed"]]
+    return {group: sorted(seeds) for group, seeds in rows.groupby("group")["seed"]}
 
 
 @pytest.mark.slow
@@ -29,6 +43,9 @@ def test_extend_continues_an_optuna_search_and_adds_seeds(tmp_path, fake_mnist_d
     assert len(trials) == 18 and trials["trial_id"].is_unique and set(trials["outcome"]) == {"completed"}
     per_config = trials.groupby("config/lr")["seed"].apply(sorted)
     assert len(per_config) == 9 and all(seeds == [0, 1] for seeds in per_config), per_config
+    # seeds=2 makes the study seed-grouped: seed 1 of each earlier configuration is a group of its own, each
+    # new configuration's two seeds one group (ASHA and TPE would judge their mean)
+    assert sorted(round_groups(trials, 2).values()) == [[0, 1]] * 3 + [[1]] * 6
     first = set(trials.loc[trials["round"] == 1, "config/lr"])
     assert set(trials.loc[(trials["round"] == 2) & (trials["seed"] == 1), "config/lr"]) >= first
 
@@ -70,4 +87,46 @@ def test_extend_top_reruns_the_best_configurations_with_seeds_to_the_last_epoch(
     chosen = done["config/lr"].isin(second["config/lr"])  # the two best (ties on these tiny splits either way)
     assert chosen.sum() == 2 and done[chosen]["best_val_acc"].min() >= done[~chosen]["best_val_acc"].max(), done
     assert set(second["outcome"]) == {"completed"} and set(second["epochs_run"]) == {3}, second
+    assert sorted(round_groups(trials, 2).values()) == [[1, 2], [1, 2]]  # one trial per configuration
     assert "study.py --extend --top 2 " in meta["rounds"][1]["command"]  # the round's own command
+
+
+@pytest.mark.slow
+def test_extend_of_an_asha_grid_trains_each_configurations_new_seeds_as_one_group(tmp_path, fake_mnist_dir):
+    """A grid with ASHA and 2 seeds (seed groups), then `--extend --set seeds=4`: each configuration's seeds 2
+    and 3 are one Ray trial, so ASHA stops or keeps them together. The round's driver is killed after its first
+    epoch and the round resumed: no seed lost or trained twice."""
+    study = write_study(tmp_path, """
+        study = Study(name="asha", dataset="mnist", model="mnist_cnn", scheduler="asha", grace_period=1,
+                      reduction_factor=2, space={"lr": tune.grid_search([0.3, 0.05, 0.01]), "momentum": 0.5},
+                      epochs=2, seeds=2)
+    """)
+    results = tmp_path / "results"
+    common = ["--results", results, "--data-dir", fake_mnist_dir, "--no-analysis", "--max-concurrent", 1]
+    hpo_run(study, *common)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args = [sys.executable, "-m", "hpo.run", study, *common, "--extend", "--set", "seeds=4"]
+    driver = subprocess.Popen(list(map(str, args)), cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    deadline = time.time() + 240
+    try:
+        while not any(p.stat().st_size for p in (results / "asha" / "experiment-round2").glob("*/result.json")):
+            assert time.time() < deadline and driver.poll() is None, driver.stdout.read()[-3000:]
+            time.sleep(0.2)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    resumed = hpo_run(study, *common, "--resume", "--set", "seeds=4")
+    assert "round 2: 6 new trials beside the 6 of rounds 1-1" in resumed.stdout, resumed.stdout
+
+    trials, epochs, _ = report(results, "asha")
+    assert len(trials) == 12 and trials["trial_id"].is_unique
+    assert trials["outcome"].isin(["completed", "stopped_early"]).all(), trials["outcome"]
+    groups = round_groups(trials, 2)
+    assert sorted(groups.values()) == [[2, 3]] * 3, groups
+    assert len(list((results / "asha" / "experiment-round2").glob("*/params.json"))) == 3
+    second = trials[trials["round"] == 2]
+    assert sorted(second["config/lr"]) == [0.01, 0.01, 0.05, 0.05, 0.3, 0.3]
+    assert (second.groupby("group")["epochs_run"].nunique() == 1).all(), second  # stopped or kept together
+    assert not epochs.duplicated(["trial_id", "epoch"]).any()
+    assert len(epochs[epochs["round"] == 2]) == second["epochs_run"].sum()

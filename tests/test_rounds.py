@@ -293,3 +293,23 @@ def test_a_grid_of_seed_groups_extends_seed_by_seed():
     assert sorted((c["lr"], c["seed"]) for c in configurations(grouped)) == [(0.01, 0), (0.01, 1), (0.1, 0),
                                                                              (0.1, 1)]
     assert all("__seeds__" not in c for c in configurations(grouped))
+
+
+def test_a_rounds_points_become_one_seed_group_per_configuration():
+    from hpo.rounds import seed_groups
+
+    points = [{"lr": 0.1, "seed": 2}, {"lr": 0.01, "seed": 2}, {"lr": 0.1, "seed": 3}, {"lr": 0.01, "seed": 3},
+              {"lr": 0.001, "seed": 4}]
+    assert seed_groups(points) == [{"lr": 0.1, "__seeds__": [2, 3]}, {"lr": 0.01, "__seeds__": [2, 3]},
+                                   {"lr": 0.001, "__seeds__": [4]}]
+
+    from ray import tune
+
+    from hpo import Study
+    from hpo.run import Plan
+
+    grid = {"lr": tune.grid_search([0.1, 0.01, 0.001])}
+    for scheduler, ray_trials in [("asha", 3), ("fifo", 5)]:  # the live status's count of Ray trials
+        study = Study(name="g", dataset="mnist", model="lenet5", scheduler=scheduler, seeds=5, space=grid)
+        plan = Plan(study, None, Path("g"), "g", None, round=2, points=tuple(points), round_trials=5)
+        assert plan.ray_trials == ray_trials and plan.planned_trials == 5, scheduler
