@@ -263,6 +263,7 @@ class ReportWriter(tune.Callback):
         this_round = {"round": self.round, **{k: self.meta.get(k) for k in ("command", "set", "started", "ended",
                                                                              "budget_ran_out")},
                       "planned_trials": self.meta.get("round_trials"),
+                      "ray_trials": self.meta.get("round_ray_trials"),  # fewer where seeds train as groups
                       "trials": self.round_count,
                       "varied_keys": self.study.varied_keys(),
                       "study": self.study.to_json()}

@@ -78,18 +78,19 @@ def resume_command(command: str) -> str:
     return command_with(command, "--resume")
 
 
-def latest_round(storage_path: str) -> tuple[int, int, int | None]:
+def latest_round(storage_path: str) -> tuple[int, int, dict]:
     """The latest round of the study in `storage_path` (what a --resume continues): its number, the trials
-    planned in the rounds before it, and its own planned trials (None: unknown, or round 1)."""
+    planned in the rounds before it, and its study.json record (planned_trials, ray_trials, command: {} for
+    round 1, or where unknown)."""
     try:
         record = json.loads(storage.read_text(f"{storage_path}/report/study.json") or "{}")
     except ValueError:
-        return 1, 0, None  # hpo.studydir.check_resumable says what is wrong with it
+        return 1, 0, {}  # hpo.studydir.check_resumable says what is wrong with it
     latest = rounds_of(record)[-1] if record else {"round": 1}
     if latest["round"] == 1:
-        return 1, 0, None
+        return 1, 0, {}
     planned = latest.get("planned_trials")
-    return latest["round"], int(record.get("planned_trials") or 0) - int(planned or 0), planned
+    return latest["round"], int(record.get("planned_trials") or 0) - int(planned or 0), latest
 
 
 @dataclass(frozen=True)

@@ -182,6 +182,7 @@ class Plan:
     new_configs: int = 0  # and the new configurations its search draws (hpo.rounds.Extension)
     earlier_trials: int = 0  # trials of the rounds before this one
     round_trials: int | None = None  # the trials of a round after the first (None: the study's)
+    round_ray_trials: int | None = None  # and its Ray trials, for a resumed round (study.json's)
 
     @property
     def experiment_path(self) -> str:
@@ -201,7 +202,7 @@ class Plan:
             grouped = self.study.seed_grouped
             points = len(seed_groups(self.points)) if grouped else len(self.points)
             return points + self.new_configs * (1 if grouped else self.study.seeds)
-        return self.planned_trials
+        return self.round_ray_trials or self.planned_trials  # a resumed round's (an older study.json: its rows)
 
     @property
     def lock_path(self) -> Path:
@@ -338,9 +339,12 @@ def with_round(p: Plan) -> Plan:
                                    new_configs=extension.new_configs, earlier_trials=extension.earlier_trials,
                                    round_trials=extension.trials(p.study.seeds))
     if options.resume:
-        number, earlier, planned = rounds.latest_round(p.storage_path)
-        if number > 1:
-            return dataclasses.replace(p, round=number, earlier_trials=earlier, round_trials=planned)
+        number, earlier, latest = rounds.latest_round(p.storage_path)
+        if number > 1:  # the round as its --extend began it (a --top N: the round's, as the report says)
+            began = dataclasses.replace(options, top=rounds.top_of(latest.get("command")))
+            return dataclasses.replace(p, options=began, round=number, earlier_trials=earlier,
+                                       round_trials=latest.get("planned_trials"),
+                                       round_ray_trials=latest.get("ray_trials"))
     return p
 
 
@@ -565,7 +569,8 @@ def report_writer(p: Plan):
     started_as = dataclasses.replace(options, extend=p.round > 1)  # a resumed round: the --extend that began it
     meta = {"study_file": options.study_file, "command": started_as.command(), "smoke": options.smoke,
             "set": list(options.overrides), "data": p.data, "slots": p.slots,
-            "planned_trials": p.earlier_trials + p.planned_trials, "round": p.round, "round_trials": p.planned_trials}
+            "planned_trials": p.earlier_trials + p.planned_trials, "round": p.round, "round_trials": p.planned_trials,
+            "round_ray_trials": p.ray_trials}
     return ReportWriter(p.study, p.study_dir, p.experiment_path, meta,
                         mirror=f"{p.storage_path}/report" if storage.is_uri(p.storage_path) else None)
 

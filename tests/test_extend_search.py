@@ -119,7 +119,8 @@ def test_extend_of_an_asha_grid_trains_each_configurations_new_seeds_as_one_grou
     resumed = hpo_run(study, *common, "--resume", "--set", "seeds=4")
     assert "round 2: 6 new trials beside the 6 of rounds 1-1" in resumed.stdout, resumed.stdout
 
-    trials, epochs, _ = report(results, "asha")
+    trials, epochs, meta = report(results, "asha")
+    assert meta["rounds"][1]["ray_trials"] == 3 and meta["rounds"][1]["planned_trials"] == 6
     assert len(trials) == 12 and trials["trial_id"].is_unique
     assert trials["outcome"].isin(["completed", "stopped_early"]).all(), trials["outcome"]
     groups = round_groups(trials, 2)

@@ -313,3 +313,26 @@ def test_a_rounds_points_become_one_seed_group_per_configuration():
         study = Study(name="g", dataset="mnist", model="lenet5", scheduler=scheduler, seeds=5, space=grid)
         plan = Plan(study, None, Path("g"), "g", None, round=2, points=tuple(points), round_trials=5)
         assert plan.ray_trials == ray_trials and plan.planned_trials == 5, scheduler
+
+
+def test_a_resumed_round_is_the_round_its_extend_began(tmp_path):
+    """A --resume of a round started with `--extend --top 2` is that round: its --top (the first line says it,
+    study.json's command keeps it) and its Ray trials (seed groups: fewer than its rows) from study.json."""
+    from ray import tune
+
+    from hpo import Study
+    from hpo.run import Plan, parse_args, report_writer, with_round
+
+    study = Study(name="s", dataset="mnist", model="lenet5", search="random", seeds=3, num_samples=4,
+                  space={"lr": tune.loguniform(1e-3, 0.1), "momentum": 0.9})
+    record = {"planned_trials": 8, "rounds": [
+        {"round": 1, "command": "python -m hpo.run s.py", "planned_trials": 4},
+        {"round": 2, "command": "python -m hpo.run s.py --extend --top 2 --set seeds=3", "planned_trials": 4,
+         "ray_trials": 2}]}
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / "study.json").write_text(json.dumps(record))
+    options = parse_args(["s.py", "--resume", "--set", "seeds=3"])
+    resumed = with_round(Plan(study, options, tmp_path, str(tmp_path), None))
+    assert (resumed.round, resumed.earlier_trials, resumed.planned_trials, resumed.ray_trials) == (2, 4, 4, 2)
+    assert resumed.options.top == 2 and "--top" not in resumed.options.command(resume=True)
+    assert report_writer(resumed).meta["command"] == "python -m hpo.run s.py --extend --top 2 --set seeds=3"
