@@ -50,7 +50,8 @@ def _study(num_trials: int):
 def toolkit_study(num_trials: int, root: Path) -> float:
     """Seconds for hpo.run.build_tuner(...).fit() of `num_trials` trivial trials (Ray already started):
     hpo.run's Tuner set-up and report writer, with the trivial trainable in place of the real one."""
-    from hpo.run import Plan, RunOptions, build_tuner, report_writer
+    from hpo.plan import Plan, RunOptions
+    from hpo.run import build_tuner, report_writer
     from hpo.trainable import RunSettings
 
     study = _study(num_trials)

@@ -15,7 +15,7 @@ from hpo import storage
 from hpo.errors import HpoError
 
 if TYPE_CHECKING:
-    from hpo.run import Plan
+    from hpo.plan import Plan
 
 
 class StudyLock:

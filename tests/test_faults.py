@@ -21,7 +21,8 @@ import pytest
 
 from hpo import Study
 from hpo.diskspace import disk_full
-from hpo.run import RunOptions, StopSignals, main, plan
+from hpo.plan import RunOptions
+from hpo.run import StopSignals, main, plan
 from hpo.studydir import StudyLock
 from test_run import refused
 

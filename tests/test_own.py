@@ -27,7 +27,8 @@ from conftest import fake_images, write_idx
 from hpo import HpoError, sources
 from hpo.data import check_dataset, dataset_info, load_data, load_raw, locate
 from hpo.models import ModelRef, as_model, build_model, check_build, check_model_name, count_params, model_options
-from hpo.run import RunOptions, load_study, main, plan
+from hpo.plan import RunOptions
+from hpo.run import load_study, main, plan
 from hpo.studydir import check_resumable
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -306,7 +306,7 @@ def test_a_rounds_points_become_one_seed_group_per_configuration():
     from ray import tune
 
     from hpo import Study
-    from hpo.run import Plan
+    from hpo.plan import Plan
 
     grid = {"lr": tune.grid_search([0.1, 0.01, 0.001])}
     for scheduler, ray_trials in [("asha", 3), ("fifo", 5)]:  # the live status's count of Ray trials
@@ -321,7 +321,8 @@ def test_a_resumed_round_is_the_round_its_extend_began(tmp_path):
     from ray import tune
 
     from hpo import Study
-    from hpo.run import Plan, parse_args, report_writer, with_round
+    from hpo.plan import Plan
+    from hpo.run import parse_args, report_writer, with_round
 
     study = Study(name="s", dataset="mnist", model="lenet5", search="random", seeds=3, num_samples=4,
                   space={"lr": tune.loguniform(1e-3, 0.1), "momentum": 0.9})
