@@ -5,15 +5,9 @@ that pytest-xdist runs them in parallel with it.)"""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
-
 import pytest
 
-from test_run import ROOT, hpo_run, report, write_study
+from test_run import hpo_run, kill_when, report, reported, write_study
 
 
 def round_groups(trials, number: int) -> dict[str, list[int]]:
@@ -104,18 +98,7 @@ def test_extend_of_an_asha_grid_trains_each_configurations_new_seeds_as_one_grou
     results = tmp_path / "results"
     common = ["--results", results, "--data-dir", fake_mnist_dir, "--no-analysis", "--max-concurrent", 1]
     hpo_run(study, *common)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    args = [sys.executable, "-m", "hpo.run", study, *common, "--extend", "--set", "seeds=4"]
-    driver = subprocess.Popen(list(map(str, args)), cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    deadline = time.time() + 240
-    try:
-        while not any(p.stat().st_size for p in (results / "asha" / "experiment-round2").glob("*/result.json")):
-            assert time.time() < deadline and driver.poll() is None, driver.stdout.read()[-3000:]
-            time.sleep(0.2)
-    finally:
-        os.killpg(driver.pid, signal.SIGKILL)
-        driver.wait()
+    kill_when(lambda: reported(results / "asha" / "experiment-round2"), study, *common, "--extend", "--set", "seeds=4")
     resumed = hpo_run(study, *common, "--resume", "--set", "seeds=4")
     assert "round 2: 6 new trials beside the 6 of rounds 1-1" in resumed.stdout, resumed.stdout
 

@@ -4,12 +4,7 @@ Ray Tune and the real analysis, on small datasets in the real IDX format."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +13,7 @@ import pytest
 from scipy import stats as scipy_stats
 
 from test_analysis import CHROMIUM, chromium
-from test_run import ROOT, hpo_run, refused, report, write_study
+from test_run import hpo_run, kill_when, refused, report, reported, write_study
 
 # The momentum comes from a bundle (hpo.variants: a tune.sample_from Ray resolves per trial), as in
 # studies/fashion_lenet5.py: an --extend round's fixed points must leave such keys to Ray.
@@ -66,18 +61,8 @@ def test_extend_adds_seeds_and_grid_values_and_pools_every_round(tmp_path, fake_
 
     # Round 2: seeds 2-4. The driver is killed (with its Ray) once round 2's first trial has reported an
     # epoch (six trials of a second each: most are still to run), then the round is resumed.
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    args = [sys.executable, "-m", "hpo.run", study, *common, "--no-analysis", "--extend", "--set", "seeds=5"]
-    driver = subprocess.Popen(list(map(str, args)), cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    deadline = time.time() + 240
-    try:
-        while not any(p.stat().st_size for p in (results / "rounds" / "experiment-round2").glob("*/result.json")):
-            assert time.time() < deadline and driver.poll() is None, driver.stdout.read()[-3000:]
-            time.sleep(0.2)
-    finally:
-        os.killpg(driver.pid, signal.SIGKILL)
-        driver.wait()
+    kill_when(lambda: reported(results / "rounds" / "experiment-round2"),
+              study, *common, "--no-analysis", "--extend", "--set", "seeds=5")
     code, err = refused(study, *common, "--extend", "--set", "seeds=6")
     assert code == 2 and "round 2" in err, err
     assert f"{study} --resume --results {results}" in err and "--set seeds=5" in err

@@ -50,6 +50,27 @@ def refused(*args) -> tuple[int, str]:
     return code, err.getvalue()
 
 
+def kill_when(ready, *args, timeout=240) -> None:
+    """Start `python -m hpo.run ARGS` in a process group of its own and kill the group (the driver and the
+    embedded Ray it started) with SIGKILL once `ready()` is true: a crash at that point of the run."""
+    driver = subprocess.Popen([sys.executable, "-m", "hpo.run", *map(str, args)], cwd=ROOT,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    deadline = time.time() + timeout
+    try:
+        while not ready():
+            assert time.time() < deadline and driver.poll() is None, driver.stdout.read()[-3000:]
+            time.sleep(0.2)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+
+
+def reported(experiment: Path) -> bool:
+    """Whether a trial of a Ray experiment has reported a result (an epoch)."""
+    return any(p.stat().st_size for p in experiment.glob("*/result.json"))
+
+
 def report(results: Path, name: str):
     d = results / name / "report"
     return pd.read_csv(d / "trials.csv"), pd.read_csv(d / "epochs.csv"), json.loads((d / "study.json").read_text())
@@ -133,23 +154,10 @@ def test_resume_after_killed_driver_finishes_without_rerunning(tmp_path, fake_mn
                       epochs=3)
     """)
     results = tmp_path / "results"
-    args = [sys.executable, "-m", "hpo.run", study, "--results", results, "--data-dir", fake_mnist_dir,
-            "--no-analysis", "--max-concurrent", 1]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    driver = subprocess.Popen(list(map(str, args)), cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
     trials_csv = results / "resumable" / "report" / "trials.csv"
-    deadline = time.time() + 240
-    try:
-        while time.time() < deadline:  # kill the driver once one trial has finished
-            if trials_csv.exists() and (pd.read_csv(trials_csv)["outcome"] == "completed").sum() >= 1:
-                break
-            time.sleep(0.5)
-        else:
-            pytest.fail("no trial finished in time")
-    finally:
-        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the embedded Ray it started
-        driver.wait()
+    # the driver killed once one trial has finished
+    kill_when(lambda: trials_csv.exists() and (pd.read_csv(trials_csv)["outcome"] == "completed").sum() >= 1,
+              study, "--results", results, "--data-dir", fake_mnist_dir, "--no-analysis", "--max-concurrent", 1)
     before, before_epochs, _ = report(results, "resumable")
     done_before = set(before.loc[before["outcome"] == "completed", "trial_id"])
 
