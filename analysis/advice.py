@@ -69,10 +69,14 @@ def _more_seeds(data: StudyData, table: pd.DataFrame, power: dict) -> list[Advic
                        "two as equally good.")]
     if needed <= seeds or not _extendable(data):
         return []  # the power for one pair says the seeds suffice (the test over all pairs is stricter)
-    if data.search.samples:  # a search: the two alone (--top 2), not every configuration it drew
+    # A search: the two alone (--top 2), not every configuration it drew. ASHA: the two alone too, and with no
+    # early stopping: a new ASHA round could stop the new seeds of either at a rung, pooling 3-epoch seeds with
+    # ones that ran every epoch.
+    if data.search.samples or data.stops_early:
         return [Advice(f"{gap}: {needed} seeds per configuration (now {seeds}) would separate them with "
                        f"{stats.POWER:.0%} power. This trains the missing seeds of the two best that ran every "
-                       "epoch and pools them with the existing ones:", _command(data, {"seeds": needed}, top=2))]
+                       "epoch, each to the last epoch, and pools them with the existing ones:",
+                       _command(data, {"seeds": needed}, top=2))]
     return [Advice(f"{gap}: {needed} seeds per configuration (now {seeds}) would separate them with "
                    f"{stats.POWER:.0%} power. This trains the missing seeds of every configuration and pools them "
                    "with the existing ones:", _command(data, {"seeds": needed}))]

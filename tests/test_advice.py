@@ -50,6 +50,13 @@ def test_the_seeds_that_would_separate_the_runner_up_as_an_extend_command(tmp_pa
     text = (folder / "report" / "report.md").read_text()
     assert "## What to run next" in text and f"--extend --set seeds={needed}`" in text
 
+    # The same grid under ASHA: the two best alone, to the last epoch (--top 2), not a new ASHA round that
+    # could stop their new seeds at a rung.
+    asha = study_with(tmp_path / "asha", trials, ["lr"], {"lr": {"grid_search": [0.1, 0.05, 0.01]}},
+                      scheduler="asha")
+    (seeds,) = [a for a in advice_of(asha) if "seeds per configuration" in a.reason]
+    assert seeds.command == f"python -m hpo.run studies/asha.py --extend --top 2 --set seeds={needed}"
+
 
 def test_a_best_at_the_end_of_a_grid_or_a_range(tmp_path):
     accs = {0.001: 0.80, 0.01: 0.85, 0.1: 0.90}
