@@ -3,6 +3,7 @@ Ray Tune and the real analysis, on small datasets in the real IDX format."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -208,6 +209,15 @@ def test_an_extension_trains_only_what_no_round_has(tmp_path):
     assert len(plan_extension(three_seeds, str(tmp_path / "r"), record(three_seeds), top=9).points) == 6
     with pytest.raises(HpoError, match="--top 2: nothing to add: the 2 best.*seeds=3"):
         plan_extension(ranked, str(tmp_path / "r"), record(ranked), top=2)
+    # the same for a grid under ASHA (what the report's advice proposes to tell its best two apart)
+    grid = Study(name="ga", dataset="mnist", model="lenet5", scheduler="asha", space={"lr": tune.grid_search(
+        [0.01, 0.02, 0.03, 0.04])})
+    finished_study(tmp_path / "ga", grid, [
+        {"lr": 0.01, "best_val_acc": 0.80}, {"lr": 0.02, "best_val_acc": 0.90},
+        {"lr": 0.03, "best_val_acc": 0.95, "outcome": "stopped_early"}, {"lr": 0.04, "best_val_acc": 0.85}])
+    grid_seeds = dataclasses.replace(grid, seeds=3)
+    extension = plan_extension(grid_seeds, str(tmp_path / "ga"), record(grid_seeds), top=2)
+    assert sorted((c["lr"], c["seed"]) for c in extension.points) == [(0.02, 1), (0.02, 2), (0.04, 1), (0.04, 2)]
     finished_study(tmp_path / "cut_short", ranked, [{"lr": 0.01, "outcome": "stopped_early"}])
     with pytest.raises(HpoError, match="no configuration of study 'r' ran every epoch"):
         plan_extension(three_seeds, str(tmp_path / "cut_short"), record(three_seeds), top=2)
