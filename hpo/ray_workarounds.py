@@ -1,7 +1,8 @@
 """Where hpo reaches into Ray beyond its public API: each function names the Ray behaviour it works
 around and is tested against the Ray that pyproject.toml pins (an upper bound, so a new Ray is a
-deliberate upgrade that runs these tests first). One more lives with the searchers:
-hpo.searchers.PrunedWhenStopped reads OptunaSearch's private trial records."""
+deliberate upgrade that runs these tests first). Two more live with the searchers:
+hpo.searchers.PrunedWhenStopped reads OptunaSearch's private trial records, and
+hpo.searchers.AshaBesideFixedEpochs removes a trial from ASHAScheduler's private `_trial_info`."""
 
 from __future__ import annotations
 

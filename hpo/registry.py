@@ -15,6 +15,9 @@ from typing import Any, Callable
 
 # A trial config key: the seeds one Ray trial trains as a seed group (hpo.trainable.SeedGroup).
 GROUP_KEY = "__seeds__"
+# A trial config key: the epochs an --extend round's new seeds of an earlier configuration train, no fewer and no
+# more, whatever the scheduler (hpo.rounds.plan_extension: as many as ASHA let its earlier seeds train).
+EPOCHS_KEY = "__epochs__"
 
 
 def is_grid(value) -> bool:
@@ -124,9 +127,9 @@ def _fifo(study):
 
 
 def _asha(study):
-    from ray.tune.schedulers import ASHAScheduler
-    return ASHAScheduler(time_attr="training_iteration", max_t=study.epochs, grace_period=study.grace_period,
-                         reduction_factor=study.reduction_factor)
+    from hpo.searchers import AshaBesideFixedEpochs
+    return AshaBesideFixedEpochs(time_attr="training_iteration", max_t=study.epochs, grace_period=study.grace_period,
+                                 reduction_factor=study.reduction_factor, fixed_key=EPOCHS_KEY)
 
 
 SCHEDULERS: dict[str, Scheduler] = {

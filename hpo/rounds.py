@@ -20,7 +20,7 @@ from datetime import datetime
 
 from hpo import storage
 from hpo.errors import HpoError
-from hpo.registry import GROUP_KEY, SEARCHES, has_grid
+from hpo.registry import EPOCHS_KEY, GROUP_KEY, SCHEDULERS, SEARCHES, has_grid
 from hpo.study import FINAL, Study, seed_of
 
 # What makes pooled results incomparable: a change of any of these refuses --extend (another study).
@@ -129,7 +129,8 @@ def seed_groups(points) -> list[dict]:
     configuration, with the list of its missing seeds, in the order the points came."""
     groups: dict[str, dict] = {}
     for point in points:
-        group = groups.setdefault(configuration(point), {**without_seed(point), GROUP_KEY: []})
+        group = groups.setdefault(configuration(point), {**{k: v for k, v in point.items() if k != "seed"},
+                                                        GROUP_KEY: []})
         group[GROUP_KEY].append(seed_of(point))
     return list(groups.values())
 
@@ -159,24 +160,42 @@ def trained(storage_path: str, rounds: int) -> list[dict]:
     return found
 
 
-def best_configurations(storage_path: str, rounds: int, study: Study, top: int) -> list[str]:
-    """The `top` best configurations (`configuration` text) among those with a trial that ran every epoch
-    (trials.csv's `completed`), by the mean of `best_<metric>` over those trials. A configuration ASHA stopped
-    is not among them: its seeds could not be compared with ones that ran every epoch."""
+def _finished_trials(storage_path: str, rounds: int):
+    """trials.csv's trials of rounds 1..`rounds` that ended (completed, stopped early, diverged), each with
+    `key`, its configuration (`configuration` text) from its Ray trial folder's params.json."""
     import pandas as pd
 
     text = storage.read_text(f"{storage_path}/report/trials.csv")
-    metric, mode = study.primary_metric, study.primary_mode
     table = pd.read_csv(io.StringIO(text or "trial_id,outcome\n"), dtype={"trial_id": str, "group": str})
-    if f"best_{metric}" not in table:
-        return []
-    done = table[(table["outcome"] == "completed") & table[f"best_{metric}"].notna()]
+    done = table[table["outcome"].isin(["completed", "stopped_early", "diverged"])]
     ray_ids = done["group"].fillna(done["trial_id"]) if "group" in done else done["trial_id"]
     # Ray names a trial's folder <trainable>_<trial id>_<tag>_<date>: its trial id between underscores
     folders = {name: configuration(config) for name, config in _trial_configs(storage_path, rounds)}
     keys = [next((key for name, key in folders.items() if f"_{ray_id}_" in f"{name}_"), None) for ray_id in ray_ids]
-    means = done.assign(key=keys).dropna(subset=["key"]).groupby("key")[f"best_{metric}"].mean()
+    return done.assign(key=keys).dropna(subset=["key"])
+
+
+def best_configurations(storage_path: str, rounds: int, study: Study, top: int) -> list[str]:
+    """The `top` best configurations (`configuration` text) among those with a trial that ran every epoch
+    (trials.csv's `completed`), by the mean of `best_<metric>` over those trials. A configuration ASHA stopped
+    is not among them: its seeds could not be compared with ones that ran every epoch."""
+    metric, mode = study.primary_metric, study.primary_mode
+    finished = _finished_trials(storage_path, rounds)
+    if f"best_{metric}" not in finished:
+        return []
+    done = finished[(finished["outcome"] == "completed") & finished[f"best_{metric}"].notna()]
+    means = done.groupby("key")[f"best_{metric}"].mean()
     return list(means.sort_values(ascending=mode == "min", kind="stable").index[:top])
+
+
+def epochs_reached(storage_path: str, rounds: int) -> dict[str, int]:
+    """The epochs each configuration (`configuration` text) trained in rounds 1..`rounds`: the most any of its
+    trials that completed or that ASHA stopped ran (a diverged seed ended by itself: not a judgement of it)."""
+    finished = _finished_trials(storage_path, rounds)
+    if "epochs_run" not in finished:
+        return {}
+    judged = finished[finished["outcome"].isin(["completed", "stopped_early"])]
+    return {key: int(n) for key, n in judged.groupby("key")["epochs_run"].max().items()} if len(judged) else {}
 
 
 def plan_extension(study: Study, storage_path: str, record_now: dict, top: int | None = None) -> Extension:
@@ -231,6 +250,12 @@ def plan_extension(study: Study, storage_path: str, record_now: dict, top: int |
         points = tuple({**config, "seed": seed} for key, config in drawn.items() for seed in range(study.seeds)
                        if (key, seed) not in done)
         new_configs = max(0, study.num_samples - len(drawn))
+    if top is None and SCHEDULERS[study.scheduler].stops_early:
+        # The new seeds of a configuration ASHA judged in an earlier round train as many epochs as its earlier
+        # seeds did (ASHA leaves them alone: hpo.searchers.AshaBesideFixedEpochs), not a new ASHA's verdict.
+        reached = epochs_reached(storage_path, last)
+        points = tuple({**c, EPOCHS_KEY: reached[configuration(c)]} if configuration(c) in reached else c
+                       for c in points)
     if top is not None:
         best = best_configurations(storage_path, last, study, top)
         if not best:

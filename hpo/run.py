@@ -29,7 +29,7 @@ from pathlib import Path
 from hpo import env, storage, studydir
 from hpo.errors import HpoError
 from hpo.plan import Plan, RunOptions
-from hpo.registry import GROUP_KEY
+from hpo.registry import EPOCHS_KEY, GROUP_KEY
 from hpo.rounds import experiment_name, seed_groups
 from hpo.study import (FINAL, SMOKE_EPOCHS, SMOKE_EVAL, SMOKE_FLOPS, SMOKE_TRAIN, SMOKE_TRIALS,
                        TRAINABLE_KEYS, RunSettings, Study, parse_overrides, possible_values)
@@ -454,6 +454,8 @@ def extension_search(p: Plan, space: dict, search_alg, num_samples: int):
                 space[key] = None
         if "seed" not in space:  # a search's space has no seed key for the points to set
             space["seed"] = tune.grid_search(sorted({c["seed"] for c in points}))
+        if any(EPOCHS_KEY in c for c in points):  # nor the fixed epochs of an earlier configuration's seeds
+            space[EPOCHS_KEY] = None
         return (BasicVariantGenerator(points_to_evaluate=points, random_state=0,
                                       max_concurrent=p.options.max_concurrent or 0), len(points))
     if not points:
@@ -534,6 +536,8 @@ def execute(p: Plan) -> int:
                       f"1-{p.round - 1}" if p.round > 1 else f": {p.planned_trials} trials")
         how = (f"the missing seeds of the {options.top} best configurations, no early stopping" if options.top
                else f"{study.search} search, {study.scheduler} scheduler")
+        if any(EPOCHS_KEY in c for c in p.points):
+            how += "; new seeds of earlier configurations train as many epochs as their first seeds"
         print(f"Study {study.name}{this_round} of at most {study.epochs} epochs ({how}) -> {p.study_dir}", flush=True)
         trackers = tracker_callbacks(p)
         start_ray(options)

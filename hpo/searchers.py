@@ -1,11 +1,12 @@
-"""Searchers of Ray Tune's kind made for hpo: Optuna told the truth about stopped trials, and the fixed
-points first of an --extend round (hpo/rounds.py). Imported only once Ray runs (hpo.registry's builders,
-hpo.run.build_tuner): they subclass Ray's."""
+"""Searchers and a scheduler of Ray Tune's kind made for hpo: Optuna told the truth about stopped trials, the
+fixed points first of an --extend round (hpo/rounds.py), and ASHA that leaves such a round's fixed epochs
+alone. Imported only once Ray runs (hpo.registry's builders, hpo.run.build_tuner): they subclass Ray's."""
 
 from __future__ import annotations
 
 import pickle
 
+from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.search.searcher import Searcher
 from ray.tune.search.util import _set_search_properties_backwards_compatible
@@ -104,3 +105,26 @@ class NoNewConfigurations(Searcher):
 
     def restore(self, checkpoint_path: str) -> None:
         pass
+
+
+class AshaBesideFixedEpochs(ASHAScheduler):
+    """Ray's ASHA, except for the trials of an --extend round with fixed epochs (`fixed_key` in their config,
+    hpo.registry.EPOCHS_KEY: new seeds of a configuration an earlier round judged): it neither stops them nor
+    counts them at its rungs. They end by themselves after as many epochs as ASHA let that configuration's
+    earlier seeds train, so that its seeds are pooled on equal terms; the round's new configurations meet
+    ASHA among themselves."""
+
+    def __init__(self, *args, fixed_key: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fixed_key = fixed_key
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        if trial.config.get(self.fixed_key):
+            return TrialScheduler.CONTINUE
+        return super().on_trial_result(tune_controller, trial, result)
+
+    def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
+        if trial.config.get(self.fixed_key):  # Ray's would record its last result at the rungs it passed
+            self._trial_info.pop(trial.trial_id, None)
+            return
+        super().on_trial_complete(tune_controller, trial, result)

@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 import warnings
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from hpo import checkpoints, fused
 from hpo.data import Split, load_data, pixel_permutation, pixel_transforms
 from hpo.errors import HpoError
-from hpo.registry import GROUP_KEY, OPTIMIZERS
+from hpo.registry import EPOCHS_KEY, GROUP_KEY, OPTIMIZERS
 from hpo.study import METRICS, RunSettings, parse_overrides, trial_options
 
 
@@ -505,6 +505,8 @@ def tune_trainable(config: dict, settings: RunSettings) -> None:
         with checkpoint.as_directory() as d:
             state, note = checkpoints.load_newest_readable(d)
     seeds = config.get(GROUP_KEY)
+    if config.get(EPOCHS_KEY):  # an --extend round's new seeds of an earlier configuration: its epochs, no more
+        settings = replace(settings, epochs=min(settings.epochs, config[EPOCHS_KEY]))
     try:
         runs = train_group(config, settings, seeds, state) if seeds else train_epochs(config, settings, state)
         for metrics, trial in runs:

@@ -88,8 +88,9 @@ def test_extend_top_reruns_the_best_configurations_with_seeds_to_the_last_epoch(
 @pytest.mark.slow
 def test_extend_of_an_asha_grid_trains_each_configurations_new_seeds_as_one_group(tmp_path, fake_mnist_dir):
     """A grid with ASHA and 2 seeds (seed groups), then `--extend --set seeds=4`: each configuration's seeds 2
-    and 3 are one Ray trial, so ASHA stops or keeps them together. The round's driver is killed after its first
-    epoch and the round resumed: no seed lost or trained twice."""
+    and 3 are one Ray trial, and train as many epochs as its seeds 0 and 1 did (the round's own ASHA, which
+    judges afresh in another order, leaves them alone). The round's driver is killed after its first epoch and
+    the round resumed: no seed lost or trained twice."""
     study = write_study(tmp_path, """
         study = Study(name="asha", dataset="mnist", model="mnist_cnn", scheduler="asha", grace_period=1,
                       reduction_factor=2, space={"lr": tune.grid_search([0.3, 0.05, 0.01]), "momentum": 0.5},
@@ -112,5 +113,34 @@ def test_extend_of_an_asha_grid_trains_each_configurations_new_seeds_as_one_grou
     second = trials[trials["round"] == 2]
     assert sorted(second["config/lr"]) == [0.01, 0.01, 0.05, 0.05, 0.3, 0.3]
     assert (second.groupby("group")["epochs_run"].nunique() == 1).all(), second  # stopped or kept together
+    first = trials[trials["round"] == 1]
+    assert first.groupby("config/lr")["epochs_run"].max().to_dict() == \
+        second.groupby("config/lr")["epochs_run"].max().to_dict(), trials[["config/lr", "round", "epochs_run"]]
     assert not epochs.duplicated(["trial_id", "epoch"]).any()
     assert len(epochs[epochs["round"] == 2]) == second["epochs_run"].sum()
+
+
+def test_asha_neither_stops_nor_counts_the_trials_with_fixed_epochs():
+    """hpo.searchers.AshaBesideFixedEpochs against Ray's own ASHA, on Ray's own Trial objects: a fixed-epochs
+    trial far below the rung's cutoff goes on, and its value does not lower the cutoff that a later trial
+    meets (with Ray's ASHA the fixed trial stops and the later one, above its value, goes on)."""
+    from ray.tune.experiment import Trial
+    from ray.tune.schedulers import ASHAScheduler
+
+    from hpo.registry import EPOCHS_KEY
+    from hpo.searchers import AshaBesideFixedEpochs
+
+    def decisions(scheduler) -> list[str]:
+        good, fixed, middling = (Trial("t", config=c, stub=True) for c in ({"lr": 1}, {"lr": 2, EPOCHS_KEY: 1},
+                                                                           {"lr": 3}))
+        for trial in (good, fixed, middling):
+            scheduler.on_trial_add(None, trial)
+        found = [scheduler.on_trial_result(None, good, {"training_iteration": 1, "acc": 0.9}),
+                 scheduler.on_trial_result(None, fixed, {"training_iteration": 1, "acc": 0.1})]
+        scheduler.on_trial_complete(None, fixed, {"training_iteration": 1, "acc": 0.1})  # its last epoch
+        return [*found, scheduler.on_trial_result(None, middling, {"training_iteration": 1, "acc": 0.5})]
+
+    common = {"metric": "acc", "mode": "max", "time_attr": "training_iteration", "max_t": 9, "grace_period": 1,
+              "reduction_factor": 2}
+    assert decisions(ASHAScheduler(**common)) == ["CONTINUE", "STOP", "CONTINUE"]
+    assert decisions(AshaBesideFixedEpochs(**common, fixed_key=EPOCHS_KEY)) == ["CONTINUE", "CONTINUE", "STOP"]

@@ -135,7 +135,8 @@ def finished_study(folder: Path, study, trials: list[dict], ended="2026-12-05T12
               "data": {"dataset": study.dataset, "train_images": 300, "test_images": 100}}
     (report_dir / "study.json").write_text(json.dumps(record, default=str))
     pd.DataFrame([{"trial_id": f"ab12c_{i:05d}", "outcome": t.pop("outcome", "completed"),
-                   "best_val_acc": t.pop("best_val_acc", 0.5)} for i, t in enumerate(trials)]
+                   "best_val_acc": t.pop("best_val_acc", 0.5), "epochs_run": t.pop("epochs_run", study.epochs)}
+                  for i, t in enumerate(trials)]
                  ).to_csv(report_dir / "trials.csv", index=False)
     for i, config in enumerate(trials):
         trial_dir = folder / "experiment" / f"train_ab12c_{i:05d}_{i}_lr={config.get('lr')}_2026-12-05_12-00-00"
@@ -218,6 +219,22 @@ def test_an_extension_trains_only_what_no_round_has(tmp_path):
     grid_seeds = dataclasses.replace(grid, seeds=3)
     extension = plan_extension(grid_seeds, str(tmp_path / "ga"), record(grid_seeds), top=2)
     assert sorted((c["lr"], c["seed"]) for c in extension.points) == [(0.02, 1), (0.02, 2), (0.04, 1), (0.04, 2)]
+    assert not any("__epochs__" in c for c in extension.points)  # --top: to the last epoch, no ASHA
+
+    # A plain --extend of an ASHA study: each earlier configuration's new seeds train the epochs its earlier
+    # seeds trained (ASHA's earlier verdict, not a new ASHA's); a diverged seed is no verdict; a new grid value
+    # meets the round's ASHA.
+    judged = Study(name="j", dataset="mnist", model="lenet5", scheduler="asha", epochs=9, grace_period=1,
+                   reduction_factor=3, space={"lr": tune.grid_search([0.1, 0.01, 0.001, 0.5])})
+    finished_study(tmp_path / "j", judged, [
+        {"lr": 0.1, "epochs_run": 9}, {"lr": 0.01, "outcome": "stopped_early", "epochs_run": 3},
+        {"lr": 0.001, "outcome": "stopped_early", "epochs_run": 1}, {"lr": 0.5, "outcome": "diverged",
+                                                                     "epochs_run": 2}])
+    judged_again = Study(name="j", dataset="mnist", model="lenet5", scheduler="asha", epochs=9, grace_period=1,
+                         reduction_factor=3, seeds=2, space={"lr": tune.grid_search([0.1, 0.01, 0.001, 0.5, 0.05])})
+    extension = plan_extension(judged_again, str(tmp_path / "j"), record(judged_again))
+    assert sorted((c["lr"], c["seed"], c.get("__epochs__")) for c in extension.points) == [
+        (0.001, 1, 1), (0.01, 1, 3), (0.05, 0, None), (0.05, 1, None), (0.1, 1, 9), (0.5, 1, None)]
     finished_study(tmp_path / "cut_short", ranked, [{"lr": 0.01, "outcome": "stopped_early"}])
     with pytest.raises(HpoError, match="no configuration of study 'r' ran every epoch"):
         plan_extension(three_seeds, str(tmp_path / "cut_short"), record(three_seeds), top=2)
@@ -293,9 +310,10 @@ def test_a_grid_of_seed_groups_extends_seed_by_seed():
 def test_a_rounds_points_become_one_seed_group_per_configuration():
     from hpo.rounds import seed_groups
 
-    points = [{"lr": 0.1, "seed": 2}, {"lr": 0.01, "seed": 2}, {"lr": 0.1, "seed": 3}, {"lr": 0.01, "seed": 3},
-              {"lr": 0.001, "seed": 4}]
-    assert seed_groups(points) == [{"lr": 0.1, "__seeds__": [2, 3]}, {"lr": 0.01, "__seeds__": [2, 3]},
+    points = [{"lr": 0.1, "seed": 2}, {"lr": 0.01, "seed": 2, "__epochs__": 3}, {"lr": 0.1, "seed": 3},
+              {"lr": 0.01, "seed": 3, "__epochs__": 3}, {"lr": 0.001, "seed": 4}]
+    assert seed_groups(points) == [{"lr": 0.1, "__seeds__": [2, 3]},
+                                   {"lr": 0.01, "__epochs__": 3, "__seeds__": [2, 3]},
                                    {"lr": 0.001, "__seeds__": [4]}]
 
     from ray import tune
