@@ -133,6 +133,8 @@ class ProgressView(tune.Callback):
 
     def summary(self) -> str:
         counts = " ".join(f"{n} {name}" for name, n in self.counts().items())
+        if self.study.seed_grouped:  # Ray trials: the report's rows are seeds, the first line counted them
+            counts = f"seed groups: {counts}"
         best = f"best {self.study.primary_metric} {fmt(self.best[0])}" if self.best else "no result yet"
         elapsed = duration(time.monotonic() - self.start)
         return (f"{counts} | {self.epochs_done} epoch{'s' * (self.epochs_done != 1)} | {elapsed} elapsed, "

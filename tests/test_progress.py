@@ -46,6 +46,17 @@ def test_log_file_gets_throttled_summary_lines():
     assert "best val_acc 0.7000" in lines[-1] and "ETA" in lines[-1]
 
 
+def test_seed_groups_are_counted_as_such():
+    """Under ASHA with 3 seeds a Ray trial is a seed group: the status says what it counts (the first line and
+    the last count seeds, the report's rows)."""
+    out = io.StringIO()
+    grouped = Study(name="p", dataset="mnist", model="lenet5", scheduler="asha", seeds=3, epochs=2,
+                    space=STUDY.space)
+    feed(ProgressView(grouped, stream=out, live=False, interval_s=3600, planned=3))
+    lines = out.getvalue().splitlines()
+    assert lines[1].startswith("seed groups: 1 finished 0 stopped early 0 failed 1 running 1 pending"), lines
+
+
 def test_verbose_prints_a_line_per_epoch():
     out = io.StringIO()
     feed(ProgressView(STUDY, stream=out, verbose=True))
