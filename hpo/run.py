@@ -115,8 +115,6 @@ def load_study(path: str):
     return study
 
 
-
-
 def in_ray_job() -> bool:
     return "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ  # set by Ray for the entrypoint of `ray job submit`
 
