@@ -231,6 +231,14 @@ def _configs_section(data: StudyData, table: pd.DataFrame, pairwise: pd.DataFram
                     f" (2 seeds per side find a difference reliably only above"
                     f" {fmt.amount(data.target, stats.detectable_difference(power['std'], 2))}) and a wide"
                     " interval. Use 3 or more seeds.")
+    uneven = tables.uneven_epochs(data)
+    if len(uneven):
+        shown = "; ".join(f"{fmt.settings(data.varied_keys, r)}: {int(r['min'])} to {int(r['max'])} epochs"
+                          for _, r in uneven.head(3).iterrows())
+        text.append(f"Note: in {len(uneven)} configuration(s) ASHA stopped some seeds and not others ({shown}"
+                    f"{' ...' if len(uneven) > 3 else ''}): their means pool seeds that ran fewer epochs with "
+                    "seeds that ran more. Seed groups (a configuration's seeds one trial, the default with ASHA) "
+                    "stop a configuration's seeds together.")
     metrics = tables.summary_metrics(data)
     first = [data.target] + [m for m in metrics if not fmt.is_loss(m) and m != data.target]
     second = [m for m in metrics if fmt.is_loss(m) and m != data.target]

@@ -180,6 +180,17 @@ def top_trials(data: StudyData, k: int = TOP_K) -> pd.DataFrame:
     return _rename_keys(t[[c for c in dict.fromkeys(cols) if c in t]]).reset_index(drop=True)
 
 
+def uneven_epochs(data: StudyData) -> pd.DataFrame:
+    """Configurations whose seeds ran different numbers of epochs though none diverged: ASHA stopped some of
+    them and not others (seeds as lone trials, `seed_groups=False`, or an --extend round of an earlier
+    version judged by a new ASHA). One row each: its varied keys, and the fewest and most epochs."""
+    if not data.key_columns or "epochs_run" not in data.trials:
+        return pd.DataFrame()
+    t = data.finished[data.finished["outcome"].isin(["completed", "stopped_early"])]
+    epochs = t.groupby(data.key_columns, dropna=False)["epochs_run"].agg(["min", "max"]).reset_index()
+    return _rename_keys(epochs[epochs["min"] < epochs["max"]]).reset_index(drop=True)
+
+
 def rung_table(data: StudyData) -> pd.DataFrame:
     """Trials ASHA stopped, by the epoch they stopped at (its rungs)."""
     t = data.trials[data.trials["outcome"] == "stopped_early"]

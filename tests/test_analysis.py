@@ -284,6 +284,24 @@ def test_search_study_rungs_and_importance(tmp_path):
     assert {"asha_survival.png", "importance.png"} <= {p.name for p in (out / "figures").glob("*.png")}
 
 
+def test_seeds_asha_stopped_at_different_epochs_are_noted(tmp_path):
+    """A configuration whose seeds ASHA stopped at different epochs (seeds as lone trials) is named in the
+    configurations section; a seed that diverged, or seeds stopped together, are not such a case."""
+    from analysis.tables import uneven_epochs
+
+    trials = [trial("a0", {"lr": 0.1}, 0, 0.90, 8), trial("a1", {"lr": 0.1}, 1, 0.80, 2, "stopped_early"),
+              trial("a2", {"lr": 0.1}, 2, 0.91, 8),
+              trial("b0", {"lr": 0.01}, 0, 0.85, 8), trial("b1", {"lr": 0.01}, 1, 0.30, 3, "diverged"),
+              trial("b2", {"lr": 0.01}, 2, 0.86, 8),
+              *(trial(f"c{s}", {"lr": 0.001}, s, 0.5, 2, "stopped_early") for s in range(3))]
+    folder = write_study(tmp_path / "uneven", trials, varied=["lr"], scheduler="asha")
+    uneven = uneven_epochs(load(folder))
+    assert uneven.to_dict("records") == [{"lr": 0.1, "min": 2, "max": 8}]
+    analyse(folder, log=lambda _: None)
+    text = (folder / "report" / "report.md").read_text()
+    assert "Note: in 1 configuration(s) ASHA stopped some seeds and not others (lr=0.1: 2 to 8 epochs)" in text
+
+
 # ---------------------------------------------------------------- checkpoint figures
 
 def test_checkpoint_figures_skipped_with_a_note(grid_report):
