@@ -223,26 +223,41 @@ def pareto_table(data: StudyData) -> pd.DataFrame:
 
 # ---------------------------------------------------------------- when the trials ran
 
+def ray_trial_ids(trials: pd.DataFrame) -> pd.Series:
+    """The Ray trial of each trials.csv row: its own id, or for a seed of a seed group the group's."""
+    ids = trials["trial_id"].astype(str) if "trial_id" in trials else trials.index.to_series().astype(str)
+    if "group" in trials:
+        grouped = trials["group"].notna() & (trials["group"].astype(str) != "")
+        ids = trials["group"].astype(str).where(grouped, ids)
+    return ids
+
+
+def latest_round(trials: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the latest --extend round (each round is a run of its own, with its own clock and slots)."""
+    return trials[trials["round"] == trials["round"].max()] if "round" in trials else trials
+
+
 def trial_times(data: StudyData) -> pd.DataFrame:
-    """The trials of the latest round that started, first started first: trial_id, outcome, started_s, ended_s
-    (seconds since the run began) and `open` (no end recorded: running, or stopped with the run; it ends at
-    the latest time in the table)."""
+    """The Ray trials of the latest round that started, first started first: trial_id, outcome, started_s,
+    ended_s (seconds since the run began) and `open` (no end recorded: running, or stopped with the run; it
+    ends at the latest time in the table). A seed group is one Ray trial in one slot: one row (its `group` id,
+    from its first seed's start to its last seed's end, the outcome of the seed that ended last)."""
     if data.meta.get("compared"):
         raise Skipped("No trial timeline in a comparison: each study ran on its own clock (each study's own"
                       " report has its timeline).")
-    t = data.trials
-    if "round" in t:  # each --extend round is a run of its own, with its own clock: the latest one
-        t = t[t["round"] == t["round"].max()]
+    t = latest_round(data.trials)
     started = pd.to_numeric(t["started_s"], errors="coerce") if "started_s" in t else None
     if started is None or "ended_s" not in t or started.isna().all():
         raise Skipped("No trial timeline: trials.csv has no started_s/ended_s times (a report written by an older"
                       " hpo.run, or no trial has started yet).")
     ended = pd.to_numeric(t["ended_s"], errors="coerce")
     latest = float(np.nanmax([started.max(), ended.max()]))
-    times = pd.DataFrame({"trial_id": t["trial_id"] if "trial_id" in t else t.index.astype(str),
-                          "outcome": t["outcome"], "started_s": started,
+    times = pd.DataFrame({"trial_id": ray_trial_ids(t), "outcome": t["outcome"], "started_s": started,
                           "ended_s": np.maximum(ended.fillna(latest), started), "open": ended.isna()})
-    return times[started.notna()].sort_values(["started_s", "ended_s"], kind="stable", ignore_index=True)
+    times = times[started.notna()].sort_values("ended_s", kind="stable")
+    times = times.groupby("trial_id", sort=False).agg(outcome=("outcome", "last"), started_s=("started_s", "min"),
+                                                      ended_s=("ended_s", "max"), open=("open", "any"))
+    return times.reset_index().sort_values(["started_s", "ended_s"], kind="stable", ignore_index=True)
 
 
 def in_flight(times: pd.DataFrame) -> pd.DataFrame:

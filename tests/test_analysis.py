@@ -496,6 +496,24 @@ def test_timeline_in_flight_by_hand(tmp_path):
     assert occupancy(load(timed_study(tmp_path / "u", utilisation=0.41)), times)["utilisation"] == 0.41
 
 
+def test_a_seed_group_is_one_trial_in_the_timeline(tmp_path):
+    """The three seeds of a seed group (trials.csv's `group`) took one slot: one bar, from the first seed's
+    start to the last one's end; in flight 2 at most with a lone trial beside it, not 4."""
+    from analysis.tables import in_flight, trial_times
+
+    rows = []
+    for trial_id, group, started, ended, outcome in [("g_s0", "g", 1.0, 9.0, "completed"),
+                                                     ("g_s1", "g", 1.0, 9.0, "completed"),
+                                                     ("g_s2", "g", 1.0, 6.0, "diverged"),
+                                                     ("x", "", 2.0, 5.0, "stopped_early")]:
+        row, epochs = trial(trial_id, {"lr": 0.1 if group else 0.01}, 0, 0.9, 2, outcome)
+        rows.append(({**row, "group": group, "started_s": started, "ended_s": ended}, epochs))
+    times = trial_times(load(write_study(tmp_path / "g", rows, varied=["lr"])))
+    assert times[["trial_id", "outcome", "started_s", "ended_s"]].values.tolist() == [
+        ["g", "completed", 1.0, 9.0], ["x", "stopped_early", 2.0, 5.0]]
+    assert in_flight(times)["in_flight"].max() == 2
+
+
 def test_timeline_figure_and_report_line(tmp_path, monkeypatch):
     from analysis import figures
 
