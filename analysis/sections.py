@@ -199,7 +199,7 @@ def _in_flight(data: StudyData) -> list[str]:
     text = [f"Trials in flight: mean {o['mean']:.1f}{slots}{used}; at most {o['peak']} at once, over"
             f" {fmt.number('time_s', o['span_s'])} s from the run's start to the latest start or end in trials.csv."]
     if o["utilisation"] is not None and o["utilisation"] < LOW_UTILISATION:
-        ray_trials = tables.ray_trial_ids(tables.latest_round(data.trials)).nunique()
+        ray_trials = tables.ray_trial_ids(tables.latest_round_rows(data.trials)).nunique()
         text.append(f"Note: the trial slots were busy {o['utilisation']:.0%} of the time. Likely reasons: trials"
                     " shorter than a Ray actor's start-up (a few seconds; the median trial here ran"
                     f" {fmt.number('time_s', o['median_s'])} s), fewer trials than slots ({ray_trials}"

@@ -232,7 +232,7 @@ def ray_trial_ids(trials: pd.DataFrame) -> pd.Series:
     return ids
 
 
-def latest_round(trials: pd.DataFrame) -> pd.DataFrame:
+def latest_round_rows(trials: pd.DataFrame) -> pd.DataFrame:
     """The rows of the latest --extend round (each round is a run of its own, with its own clock and slots)."""
     return trials[trials["round"] == trials["round"].max()] if "round" in trials else trials
 
@@ -245,7 +245,7 @@ def trial_times(data: StudyData) -> pd.DataFrame:
     if data.meta.get("compared"):
         raise Skipped("No trial timeline in a comparison: each study ran on its own clock (each study's own"
                       " report has its timeline).")
-    t = latest_round(data.trials)
+    t = latest_round_rows(data.trials)
     started = pd.to_numeric(t["started_s"], errors="coerce") if "started_s" in t else None
     if started is None or "ended_s" not in t or started.isna().all():
         raise Skipped("No trial timeline: trials.csv has no started_s/ended_s times (a report written by an older"
