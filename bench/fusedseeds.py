@@ -43,7 +43,7 @@ def measure(device: str = "cpu", counts=(1, 4, 8, 16), repeats: int = 2, max_tra
                 sync()
                 start = time.perf_counter()
                 if way == "fused":
-                    fused.train_one_epoch(trials)
+                    fused.train_one_epoch(trials, graphed=device == "cuda")  # as a seed group on a GPU
                 else:
                     for trial in trials:
                         trial.train_one_epoch()

@@ -12,6 +12,7 @@ leaves the group are the same as when the seeds train one after another (hpo.tra
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 
@@ -55,11 +56,30 @@ def _unstack_state(state: dict, optimizers, params: list[list[torch.Tensor]], st
                                for key, value in state[param].items()}
 
 
-def train_one_epoch(trials: list) -> tuple[list[dict], float]:
+def graph_unsupported(keys: dict) -> str | None:
+    """Why a fused seed group on CUDA cannot replay its step as a CUDA graph, or None (as for a lone trial's
+    graph step, hpo.trainable.GraphedStep: `cuda_graphs`, no augment; amp is not fused at all)."""
+    if not keys["cuda_graphs"]:
+        return "cuda_graphs=False"
+    if keys["augment"]:
+        return "augment draws from each seed's own random generator, which a graph would replay unchanged"
+    return None
+
+
+WARMUP_STEPS = 3  # eager steps on a side stream before capture (PyTorch's CUDA graph docs)
+
+
+def train_one_epoch(trials: list, graphed: bool = False) -> tuple[list[dict], float, str | None]:
     """One epoch of every trial (hpo.trainable.Trial, one per seed, the same configuration) as one fused
-    model; each trial's train metrics, and the seconds the epoch took. The trials' models, optimizers
-    and generators are where they would be after each had trained the epoch alone (up to float
-    rounding and the dropout masks)."""
+    model; each trial's train metrics, the seconds the epoch took, and why its graph failed (None: no graph
+    asked for, or none failed). The trials' models, optimizers and generators are where they would be after
+    each had trained the epoch alone (up to float rounding and the dropout masks).
+
+    `graphed`: the step on full batches (each seed's batch gathered from the device-resident split by its own
+    order, pixel transforms, the vmapped forward and backward, the optimizer step, the epoch's sums) is
+    captured as one CUDA graph after WARMUP_STEPS and replayed; the partial last batch runs eagerly. On a
+    CPU the same step runs eagerly every batch (what the tests compare). A capture that fails trains the
+    rest of the epoch eagerly and returns the reason."""
     first, models = trials[0], [t.model for t in trials]
     k = first.keys
     for model in models:
@@ -67,8 +87,12 @@ def train_one_epoch(trials: list) -> tuple[list[dict], float]:
     params, buffers = stack_module_state(models)  # new leaf tensors: [seeds, *shape]
     stacked = list(params.values())
     own = [list(m.parameters()) for m in models]  # each seed's, in the stack's order (named_parameters)
-    optimizer = OPTIMIZERS[k["optimizer"]].build(stacked, float(first.optimizer.param_groups[0]["lr"]),
-                                                 k["momentum"], k["weight_decay"], first.fused)
+    device = first.device
+    capture = graphed and device.type == "cuda"
+    lr = float(first.optimizer.param_groups[0]["lr"])
+    # A replayed graph reads the learning rate from the device, and steps a capturable optimizer.
+    optimizer = OPTIMIZERS[k["optimizer"]].build(stacked, torch.tensor(lr, device=device) if capture else lr,
+                                                 k["momentum"], k["weight_decay"], first.fused, capture)
     optimizer.state.update(_stack_state([t.optimizer for t in trials], own, stacked))
     base = copy.deepcopy(first.model).to("meta")  # the computation only; the weights come from the stack
 
@@ -76,22 +100,25 @@ def train_one_epoch(trials: list) -> tuple[list[dict], float]:
         out = functional_call(base, (p, b), (x,))
         return F.cross_entropy(out, y), out
 
-    step = vmap(loss_and_output, randomness="different")  # each seed its own dropout masks
-    device = first.device
+    vmapped = vmap(loss_and_output, randomness="different")  # each seed its own dropout masks
     total_loss = torch.zeros(len(trials), device=device)
     correct = torch.zeros(len(trials), dtype=torch.long, device=device)
     seen = 0
     start = time.perf_counter()
-    for batch in zip(*(t.batches(t.data.train, train=True) for t in trials)):
-        x = torch.stack([x for x, _ in batch])
-        y = torch.stack([y for _, y in batch])
-        losses, out = step(params, buffers, x, y)
-        optimizer.zero_grad(set_to_none=True)
-        losses.sum().backward()  # each seed's loss reaches only its own slice of the stack
-        optimizer.step()
-        total_loss.add_(losses.detach(), alpha=y.shape[1])
-        correct.add_((out.argmax(-1) == y).sum(1))
-        seen += y.shape[1]
+    if graphed:
+        seen, failure = _graphed_epoch(trials, vmapped, params, buffers, optimizer, total_loss, correct, capture)
+    else:
+        failure = None
+        for batch in zip(*(t.batches(t.data.train, train=True) for t in trials)):
+            x = torch.stack([x for x, _ in batch])
+            y = torch.stack([y for _, y in batch])
+            losses, out = vmapped(params, buffers, x, y)
+            optimizer.zero_grad(set_to_none=True)
+            losses.sum().backward()  # each seed's loss reaches only its own slice of the stack
+            optimizer.step()
+            total_loss.add_(losses.detach(), alpha=y.shape[1])
+            correct.add_((out.argmax(-1) == y).sum(1))
+            seen += y.shape[1]
     seconds = time.perf_counter() - start
 
     with torch.no_grad():  # back into the seeds' own models and optimizers
@@ -103,4 +130,63 @@ def train_one_epoch(trials: list) -> tuple[list[dict], float]:
     _unstack_state(optimizer.state, [t.optimizer for t in trials], own, stacked)
     losses, correct = total_loss.tolist(), correct.tolist()
     return [{"train_loss": loss / seen, "train_acc": c / seen, "samples_per_s": seen / seconds}
-            for loss, c in zip(losses, correct)], seconds
+            for loss, c in zip(losses, correct)], seconds, failure
+
+
+def _graphed_epoch(trials, vmapped, params, buffers, optimizer, total_loss, correct, capture: bool):
+    """The epoch's full batches through one step function (a CUDA graph's, replayed where `capture`), the
+    partial last batch eagerly; returns the samples per seed and why a capture failed (or None)."""
+    from hpo.data import pixel_transforms
+
+    first = trials[0]
+    split, batch_size, device = first.data.train, first.keys["batch_size"], first.device
+    n, seeds = len(split), len(trials)
+    # Each seed's order: its own generator, the same call as its eager loop (hpo.data.Split.batches).
+    order = torch.stack([torch.randperm(n, generator=t.generator, device=t.generator.device).to(device)
+                         for t in trials])
+    index = torch.zeros(seeds, batch_size, dtype=torch.long, device=device)
+    permutation = first.permutation.to(device) if first.permutation is not None else None
+
+    def step(idx):  # idx: [seeds, batch]; gradients start from None or zero
+        x = pixel_transforms(split.images[idx].flatten(0, 1), permutation, first.keys["resize"])
+        x, y = x.unflatten(0, idx.shape), split.labels[idx]
+        losses, out = vmapped(params, buffers, x, y)
+        losses.sum().backward()
+        optimizer.step()
+        total_loss.add_(losses.detach(), alpha=idx.shape[1])
+        correct.add_((out.argmax(-1) == y).sum(1))
+
+    graph, failure, full = None, None, n // batch_size
+    for i in range(full):
+        index.copy_(order[:, i * batch_size:(i + 1) * batch_size])  # device to device: no host sync
+        if graph is not None:
+            graph.replay()
+        elif not capture or failure or i < WARMUP_STEPS:
+            side = torch.cuda.Stream() if capture and not failure else None
+            with torch.cuda.stream(side) if side is not None else contextlib.nullcontext():
+                if side is not None:
+                    side.wait_stream(torch.cuda.current_stream())
+                optimizer.zero_grad(set_to_none=True)
+                step(index)
+            if side is not None:
+                torch.cuda.current_stream().wait_stream(side)
+        else:
+            # Gradients allocated inside the capture live in the graph's memory pool; each replay overwrites
+            # them, so the graph needs no zero_grad of its own.
+            optimizer.zero_grad(set_to_none=True)
+            graph = torch.cuda.CUDAGraph()
+            try:
+                with torch.cuda.graph(graph):
+                    step(index)
+            except Exception as e:  # an operation that cannot be captured: the rest of the epoch eagerly
+                graph, failure = None, f"capture failed: {type(e).__name__}: {' '.join(str(e).split())[:200]}"
+                torch.cuda.synchronize()
+                optimizer.zero_grad(set_to_none=True)
+                step(index)
+                continue
+            graph.replay()  # capturing records the step; the replay runs it for this batch
+    if full * batch_size < n:
+        # The partial last batch, eagerly: into the same gradient tensors (zeroed, not freed).
+        optimizer.zero_grad(set_to_none=graph is None)
+        step(order[:, full * batch_size:])
+    return n, failure

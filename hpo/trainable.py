@@ -391,7 +391,7 @@ class SeedGroup:
         self.members: dict[int, Trial] = {}
         self.rng: dict[int, tuple] = {}  # each seed's torch random state (dropout draws from it)
         keys, _ = trial_options(config)
-        group_step = fused_step(keys, trial_device(device), len(seeds))
+        group_step, self.graphed = fused_step(keys, trial_device(device), len(seeds))
         self.trains_fused = group_step is not None
         data = None
         for seed in seeds:
@@ -411,7 +411,12 @@ class SeedGroup:
             first = next(iter(self.members))
             trials = list(self.members.values())
             _set_rng_state(self.rng[first], trials[0].device)
-            trained, seconds = fused.train_one_epoch(trials)
+            trained, seconds, failure = fused.train_one_epoch(trials, graphed=self.graphed)
+            if failure:  # the later epochs eagerly, as a lone trial's graph step does
+                print(f"cuda_graphs: this group's fused step runs eagerly: {failure}", flush=True)
+                self.graphed = False
+                for trial in trials:
+                    trial.eager_mode = f"{FUSED}, eager ({failure})"
             self.rng[first] = _rng_state(trials[0].device)
             for (seed, trial), metrics in zip(self.members.items(), trained):
                 results[seed] = trial.run_epoch((metrics, seconds))
@@ -444,17 +449,27 @@ class SeedGroup:
         return next(iter(self.members.values())).params()
 
 
-def fused_step(keys: dict, device: torch.device, seeds: int) -> str | None:
+FUSED = "fused (torch.func.vmap)"
+
+
+def fused_step(keys: dict, device: torch.device, seeds: int) -> tuple[str | None, bool]:
     """The step mode of a seed group whose seeds train fused (hpo.fused), or None: the space key
-    `fused_seeds`, by default on a GPU only (on a CPU fusing was slower: bench/README.md)."""
+    `fused_seeds`, by default on a GPU only (on a CPU fusing was slower: bench/README.md); and whether its
+    fused step replays a CUDA graph (on CUDA with `cuda_graphs`, as a lone trial's step would)."""
     wanted = keys["fused_seeds"] if keys["fused_seeds"] is not None else device.type == "cuda"
     if not wanted or seeds < 2:
-        return None
+        return None, False
     reason = fused.unsupported(keys, device)
     if reason:
         print(f"fused_seeds: this group trains its seeds one after another: {reason}", flush=True)
-        return None
-    return "fused (torch.func.vmap)"
+        return None, False
+    if device.type != "cuda":
+        return FUSED, False
+    why_not = fused.graph_unsupported(keys)
+    if why_not:
+        print(f"cuda_graphs: this group's fused step runs eagerly: {why_not}", flush=True)
+        return f"{FUSED}, eager ({why_not})", False
+    return f"{FUSED} in a cuda graph", True
 
 
 def train_group(config: dict, settings: RunSettings, seeds, state: dict | None = None,

@@ -382,10 +382,13 @@ CUDA = pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available
     {"model": bn_net, "optimizer": "sgd", "lr": 0.02, "momentum": 0.9},
 ], ids=["sgd-momentum", "adam", "batch-norm"])
 @pytest.mark.parametrize("device", ["cpu", CUDA])
-def test_fused_seeds_train_as_the_seeds_do_one_after_another(config, device, fake_mnist_dir):
+@pytest.mark.parametrize("graphed", [False, True], ids=["eager", "graph-step"])
+def test_fused_seeds_train_as_the_seeds_do_one_after_another(config, device, graphed, fake_mnist_dir):
     """50 steps (2 epochs of 25 batches) of three seeds as one vmapped model: every seed's losses, weights,
     batch-norm statistics and optimizer state within float rounding of the same seeds trained alone (on
-    CUDA each alone replays its CUDA graph; cuDNN may compute in TF32 there: a looser tolerance)."""
+    CUDA each alone replays its CUDA graph; cuDNN may compute in TF32 there: a looser tolerance). With
+    `graphed` the fused step gathers each seed's batches from the split by index, as its CUDA graph does:
+    captured and replayed on CUDA, the same step eagerly on a CPU."""
     from hpo import fused
 
     settings = RunSettings("mnist", "lenet5", epochs=2, data_dir=str(fake_mnist_dir))
@@ -394,7 +397,9 @@ def test_fused_seeds_train_as_the_seeds_do_one_after_another(config, device, fak
     rel = atol = 1e-4 if device == "cpu" else 1e-2
     for _ in range(2):
         losses = [t.train_one_epoch()["train_loss"] for t in alone]
-        fused_losses = [m["train_loss"] for m in fused.train_one_epoch(together)[0]]
+        trained, _, failure = fused.train_one_epoch(together, graphed=graphed)
+        assert failure is None
+        fused_losses = [m["train_loss"] for m in trained]
         assert fused_losses == pytest.approx(losses, rel=rel)
     assert len({round(v, 6) for v in losses}) == 3  # the seeds differ: the comparison means something
     for a, b in zip(alone, together):
@@ -405,6 +410,29 @@ def test_fused_seeds_train_as_the_seeds_do_one_after_another(config, device, fak
         for i in state_a:
             for key, value in state_a[i].items():
                 assert torch.allclose(value.float(), state_b[i][key].float(), atol=atol), (i, key)
+
+
+@pytest.mark.parametrize("device", ["cpu", CUDA])
+def test_the_fused_graph_step_trains_as_the_eager_fused_step(device, fake_mnist_dir):
+    """The fused step a CUDA graph holds (each seed's batch gathered from the split by its own order, the
+    pixel permutation applied to the stacked batch) against the eager fused loop, a partial last batch
+    included (250 images in batches of 12): the same losses and weights (on CUDA: captured and replayed)."""
+    from hpo import fused
+
+    settings = RunSettings("mnist", "lenet5", epochs=1, data_dir=str(fake_mnist_dir))
+    config = {"optimizer": "sgd", "lr": 0.02, "momentum": 0.9, "batch_size": 12, "permute_pixels": True}
+    eager, graphed = seed_trials(config, settings, device=device), seed_trials(config, settings, device=device)
+    torch.manual_seed(0)
+    by_loop, _, _ = fused.train_one_epoch(eager)
+    torch.manual_seed(0)
+    by_graph, _, failure = fused.train_one_epoch(graphed, graphed=True)
+    assert failure is None
+    tolerance = 1e-6 if device == "cpu" else 1e-3
+    assert [m["train_loss"] for m in by_graph] == pytest.approx([m["train_loss"] for m in by_loop], rel=tolerance)
+    assert len({round(m["train_loss"], 6) for m in by_loop}) == 3  # the seeds differ
+    for a, b in zip(eager, graphed):
+        for (name, x), y in zip(a.model.state_dict().items(), b.model.state_dict().values()):
+            assert torch.allclose(x.float(), y.float(), atol=tolerance), name
 
 
 def test_fused_seeds_draw_their_own_dropout_masks(fake_mnist_dir):
@@ -465,7 +493,8 @@ def test_a_seed_group_on_a_gpu_trains_fused_by_default(fake_mnist_dir):
 
     settings = RunSettings("mnist", "mnist_net", epochs=2, data_dir=str(fake_mnist_dir))
     for results, group in train_group({"lr": 0.05, "momentum": 0.5}, settings, [0, 1, 2], device="cuda"):
-        assert group.trains_fused and {m["step"] for m in results.values()} == {"fused (torch.func.vmap)"}
+        assert group.trains_fused and group.graphed
+        assert {m["step"] for m in results.values()} == {"fused (torch.func.vmap) in a cuda graph"}
         assert all(math.isfinite(m["train_loss"]) and 0 <= m["val_acc"] <= 1 for m in results.values())
 
 
