@@ -334,6 +334,7 @@ class ReportWriter(tune.Callback):
             row["time_s"] = frame["epoch_time_s"].sum() if "epoch_time_s" in frame else 0.0
             row["node"] = last.get("node", "")
             row["layout"] = last.get("layout", "")
+            row["step"] = last.get("step", "")  # cuda_graph, eager, fused...: hpo.trainable.Trial.step_mode
             row["checkpoint"] = checkpoint_path(trial, experiment)
             row["note"] = " ".join(r["note"] for e, r in sorted(epochs.items()) if r.get("note"))
             started, ended = self.times.get(trial.trial_id, (None, None))

@@ -106,6 +106,7 @@ def test_extend_of_an_asha_grid_trains_each_configurations_new_seeds_as_one_grou
     trials, epochs, meta = report(results, "asha")
     assert meta["rounds"][1]["ray_trials"] == 3 and meta["rounds"][1]["planned_trials"] == 6
     assert len(trials) == 12 and trials["trial_id"].is_unique
+    assert set(trials["step"]) == {"eager"}  # a seed group on a CPU: its seeds one after another, not fused
     assert trials["outcome"].isin(["completed", "stopped_early"]).all(), trials["outcome"]
     groups = round_groups(trials, 2)
     assert sorted(groups.values()) == [[2, 3]] * 3, groups

@@ -311,6 +311,7 @@ def test_sigterm_stops_cleanly_and_a_moved_study_resumes_where_it_is(tmp_path, f
     trials = pd.read_csv(second / "moved" / "report" / "trials.csv")
     assert len(trials) == 4 and set(trials["outcome"]) == {"completed"}
     assert set(trials["layout"]) == {"channels_last"}  # the default on a CPU, recorded with every trial
+    assert set(trials["step"]) == {"eager"}  # no CUDA graph on a CPU
     assert "Done: 4 trials completed" in resumed.stdout
     assert (first / "moved" / "report" / "trials.csv").read_text() == original  # the original is untouched
     study_json = json.loads((second / "moved" / "report" / "study.json").read_text())
