@@ -12,7 +12,6 @@ leaves the group are the same as when the seeds train one after another (hpo.tra
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import time
 
@@ -20,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state, vmap
 
+from hpo.data import pixel_transforms
+from hpo.graphs import ReplayedStep
 from hpo.registry import OPTIMIZERS
 
 
@@ -66,9 +67,6 @@ def graph_unsupported(keys: dict) -> str | None:
     return None
 
 
-WARMUP_STEPS = 3  # eager steps on a side stream before capture (PyTorch's CUDA graph docs)
-
-
 def train_one_epoch(trials: list, graphed: bool = False) -> tuple[list[dict], float, str | None]:
     """One epoch of every trial (hpo.trainable.Trial, one per seed, the same configuration) as one fused
     model; each trial's train metrics, the seconds the epoch took, and why its graph failed (None: no graph
@@ -77,7 +75,7 @@ def train_one_epoch(trials: list, graphed: bool = False) -> tuple[list[dict], fl
 
     `graphed`: the step on full batches (each seed's batch gathered from the device-resident split by its own
     order, pixel transforms, the vmapped forward and backward, the optimizer step, the epoch's sums) is
-    captured as one CUDA graph after WARMUP_STEPS and replayed; the partial last batch runs eagerly. On a
+    captured as one CUDA graph and replayed (hpo.graphs.ReplayedStep); the partial last batch runs eagerly. On a
     CPU the same step runs eagerly every batch (what the tests compare). A capture that fails trains the
     rest of the epoch eagerly and returns the reason."""
     first, models = trials[0], [t.model for t in trials]
@@ -133,60 +131,36 @@ def train_one_epoch(trials: list, graphed: bool = False) -> tuple[list[dict], fl
             for loss, c in zip(losses, correct)], seconds, failure
 
 
-def _graphed_epoch(trials, vmapped, params, buffers, optimizer, total_loss, correct, capture: bool):
-    """The epoch's full batches through one step function (a CUDA graph's, replayed where `capture`), the
-    partial last batch eagerly; returns the samples per seed and why a capture failed (or None)."""
-    from hpo.data import pixel_transforms
+class _FusedStep(ReplayedStep):
+    """The fused step on full batches: each seed's batch gathered from the split by its row of `index`."""
 
+    def __init__(self, trials, vmapped, params, buffers, optimizer, total_loss, correct, capture: bool):
+        first = trials[0]
+        self.split, self.resize = first.data.train, first.keys["resize"]
+        self.permutation = first.permutation.to(first.device) if first.permutation is not None else None
+        self.vmapped, self.params, self.buffers = vmapped, params, buffers
+        self.total_loss, self.correct = total_loss, correct
+        index = torch.zeros(len(trials), first.keys["batch_size"], dtype=torch.long, device=first.device)
+        super().__init__(optimizer, index, eager=None if capture else "no CUDA")
+
+    def step(self, idx) -> None:  # idx: [seeds, batch]
+        x = pixel_transforms(self.split.images[idx].flatten(0, 1), self.permutation, self.resize)
+        x, y = x.unflatten(0, idx.shape), self.split.labels[idx]
+        losses, out = self.vmapped(self.params, self.buffers, x, y)
+        losses.sum().backward()
+        self.optimizer.step()
+        self.total_loss.add_(losses.detach(), alpha=idx.shape[1])
+        self.correct.add_((out.argmax(-1) == y).sum(1))
+
+
+def _graphed_epoch(trials, vmapped, params, buffers, optimizer, total_loss, correct, capture: bool):
+    """The epoch's batches through _FusedStep (a CUDA graph's, replayed where `capture`); returns the samples
+    per seed and why a capture failed (or None)."""
     first = trials[0]
-    split, batch_size, device = first.data.train, first.keys["batch_size"], first.device
-    n, seeds = len(split), len(trials)
+    n, device = len(first.data.train), first.device
     # Each seed's order: its own generator, the same call as its eager loop (hpo.data.Split.batches).
     order = torch.stack([torch.randperm(n, generator=t.generator, device=t.generator.device).to(device)
                          for t in trials])
-    index = torch.zeros(seeds, batch_size, dtype=torch.long, device=device)
-    permutation = first.permutation.to(device) if first.permutation is not None else None
-
-    def step(idx):  # idx: [seeds, batch]; gradients start from None or zero
-        x = pixel_transforms(split.images[idx].flatten(0, 1), permutation, first.keys["resize"])
-        x, y = x.unflatten(0, idx.shape), split.labels[idx]
-        losses, out = vmapped(params, buffers, x, y)
-        losses.sum().backward()
-        optimizer.step()
-        total_loss.add_(losses.detach(), alpha=idx.shape[1])
-        correct.add_((out.argmax(-1) == y).sum(1))
-
-    graph, failure, full = None, None, n // batch_size
-    for i in range(full):
-        index.copy_(order[:, i * batch_size:(i + 1) * batch_size])  # device to device: no host sync
-        if graph is not None:
-            graph.replay()
-        elif not capture or failure or i < WARMUP_STEPS:
-            side = torch.cuda.Stream() if capture and not failure else None
-            with torch.cuda.stream(side) if side is not None else contextlib.nullcontext():
-                if side is not None:
-                    side.wait_stream(torch.cuda.current_stream())
-                optimizer.zero_grad(set_to_none=True)
-                step(index)
-            if side is not None:
-                torch.cuda.current_stream().wait_stream(side)
-        else:
-            # Gradients allocated inside the capture live in the graph's memory pool; each replay overwrites
-            # them, so the graph needs no zero_grad of its own.
-            optimizer.zero_grad(set_to_none=True)
-            graph = torch.cuda.CUDAGraph()
-            try:
-                with torch.cuda.graph(graph):
-                    step(index)
-            except Exception as e:  # an operation that cannot be captured: the rest of the epoch eagerly
-                graph, failure = None, f"capture failed: {type(e).__name__}: {' '.join(str(e).split())[:200]}"
-                torch.cuda.synchronize()
-                optimizer.zero_grad(set_to_none=True)
-                step(index)
-                continue
-            graph.replay()  # capturing records the step; the replay runs it for this batch
-    if full * batch_size < n:
-        # The partial last batch, eagerly: into the same gradient tensors (zeroed, not freed).
-        optimizer.zero_grad(set_to_none=graph is None)
-        step(order[:, full * batch_size:])
-    return n, failure
+    steps = _FusedStep(trials, vmapped, params, buffers, optimizer, total_loss, correct, capture)
+    steps.run_epoch(order, first.keys["batch_size"])
+    return n, steps.failure if capture else None

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from hpo import checkpoints, fused
 from hpo.data import Split, load_data, pixel_permutation, pixel_transforms
 from hpo.errors import HpoError
+from hpo.graphs import ReplayedStep
 from hpo.registry import EPOCHS_KEY, GROUP_KEY, OPTIMIZERS
 from hpo.study import METRICS, RunSettings, parse_overrides, trial_options
 
@@ -253,14 +254,10 @@ def smoke_caps(data, keys: dict, model_options: dict, study_model, max_flops: fl
                                test=cut(data.test, n_eval))
 
 
-class GraphedStep:
+class GraphedStep(ReplayedStep):
     """A trial's whole training step on full batches (batch gather from the device-resident split, pixel
-    permutation and resize, forward, loss, backward, optimizer step, the epoch's sums) captured once as a
-    CUDA graph and replayed: a small model's eager step is bound by the host launching ~40 kernels (2.0 ms
-    per step at batch 64 on an H100, the GPU busy 0.5 ms of it); a replay is one launch. A partial last
-    batch runs eagerly, so no sample is dropped. Same batches in the same order as the eager loop."""
-
-    WARMUP_STEPS = 3  # eager steps on a side stream before capture (PyTorch's CUDA graph docs)
+    permutation and resize, forward, loss, backward, optimizer step, the epoch's sums) replayed as a CUDA
+    graph (hpo.graphs.ReplayedStep). Same batches in the same order as the eager loop."""
 
     @staticmethod
     def unsupported(augment: bool, amp: bool) -> str | None:
@@ -275,13 +272,11 @@ class GraphedStep:
                  transform: Callable[[torch.Tensor], torch.Tensor]):
         """`split` lives on the device; `transform` is the trial's pixel permutation and resize; the
         optimizer is capturable, its learning rate a device tensor."""
-        self.model, self.optimizer, self.split, self.generator, self.transform = (
-            model, optimizer, split, generator, transform)
         device = split.images.device
-        self.index = torch.zeros(batch_size, dtype=torch.long, device=device)
+        super().__init__(optimizer, torch.zeros(batch_size, dtype=torch.long, device=device))
+        self.model, self.split, self.generator, self.transform = model, split, generator, transform
         self.loss_sum = torch.zeros((), device=device)
         self.correct = torch.zeros((), dtype=torch.long, device=device)
-        self.graph, self.steps, self.failed, self.mode = None, 0, False, "cuda_graph"
 
     def step(self, index) -> None:
         """The work of one step (what the graph holds); gradients start from None or zero."""
@@ -294,60 +289,15 @@ class GraphedStep:
         self.loss_sum.add_(loss.detach(), alpha=len(y))
         self.correct.add_((out.argmax(1) == y).sum())
 
-    def full_batch(self) -> None:
-        optimizer = self.optimizer
-        if self.failed:
-            optimizer.zero_grad(set_to_none=True)
-            self.step(self.index)
-        elif self.graph is not None:
-            self.graph.replay()
-        elif self.steps < self.WARMUP_STEPS:
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                optimizer.zero_grad(set_to_none=True)
-                self.step(self.index)
-            torch.cuda.current_stream().wait_stream(side)
-        else:
-            # Gradients allocated inside the capture live in the graph's memory pool; each replay
-            # overwrites them, so the graph needs no zero_grad of its own.
-            optimizer.zero_grad(set_to_none=True)
-            graph = torch.cuda.CUDAGraph()
-            try:
-                with torch.cuda.graph(graph):
-                    self.step(self.index)
-            except Exception as e:  # an operation that cannot be captured: this trial trains eagerly
-                self.fall_back(f"capture failed: {type(e).__name__}: {' '.join(str(e).split())[:200]}")
-                optimizer.zero_grad(set_to_none=True)
-                self.step(self.index)
-                return
-            self.graph = graph
-            graph.replay()  # capturing records the step; the replay runs it for this batch
-        self.steps += 1
-
-    def fall_back(self, reason: str) -> None:
-        """From now on this trial's steps run eagerly (`step` without the graph)."""
-        print(f"cuda_graphs: this trial trains eagerly: {reason}", flush=True)
-        self.failed, self.mode = True, f"eager ({reason})"
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-
     def train_one_epoch(self) -> dict:
         self.model.train()
-        n, batch_size = len(self.split), len(self.index)
+        n = len(self.split)
         self.loss_sum.zero_()
         self.correct.zero_()
         start = time.perf_counter()
         # The eager loop's order: the same generator, the same call.
         order = torch.randperm(n, generator=self.generator, device=self.generator.device).to(self.index.device)
-        full = n // batch_size
-        for i in range(full):
-            self.index.copy_(order[i * batch_size:(i + 1) * batch_size])  # device to device: no host sync
-            self.full_batch()
-        if full * batch_size < n:
-            # The partial last batch, eagerly: into the same gradient tensors (zeroed, not freed).
-            self.optimizer.zero_grad(set_to_none=self.graph is None)
-            self.step(order[full * batch_size:])
+        self.run_epoch(order, len(self.index))
         loss_sum, correct = float(self.loss_sum), int(self.correct)
         train_time = time.perf_counter() - start
         return {"train_loss": loss_sum / n, "train_acc": correct / n, "samples_per_s": n / train_time}
@@ -413,7 +363,6 @@ class SeedGroup:
             _set_rng_state(self.rng[first], trials[0].device)
             trained, seconds, failure = fused.train_one_epoch(trials, graphed=self.graphed)
             if failure:  # the later epochs eagerly, as a lone trial's graph step does
-                print(f"cuda_graphs: this group's fused step runs eagerly: {failure}", flush=True)
                 self.graphed = False
                 for trial in trials:
                     trial.eager_mode = f"{FUSED}, eager ({failure})"
